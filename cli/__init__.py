@@ -1,0 +1,17 @@
+"""The ``neckkit`` command line (typer; one module per command)."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: load plugins (in every process, torchrun workers too), run."""
+    from neckkit.cli.app import build_app
+    from neckkit.plugin_manager import get_host
+
+    app = build_app(get_host())
+    app(args=sys.argv[1:] if argv is None else argv, prog_name="neckkit")
+
+
+__all__ = ["main"]

@@ -1,0 +1,88 @@
+"""The typer application: root options, error handling, built-in and plugin commands."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from neckkit import __version__
+from neckkit.cli import list_plugins
+from neckkit.errors import NeckkitError
+from neckkit.plugin_manager import PluginHost
+
+DEBUG_KEY = "neckkit.debug"
+
+
+@dataclass
+class CliState:
+    """What every command reads from ``ctx.obj``."""
+
+    host: PluginHost
+    debug: bool = False
+
+
+def one_line_error(error: BaseException) -> str:
+    """``Error: ...`` on one line; unexpected exceptions also name their type."""
+    text = " ".join(str(error).split())
+    if isinstance(error, NeckkitError):
+        return f"Error: {text}"
+    detail = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return f"Error: {detail} (run with --debug for the traceback)"
+
+
+class NeckkitGroup(TyperGroup):
+    """Turns any error raised by a command into one line on stderr and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as error:
+            if ctx.meta.get(DEBUG_KEY):
+                raise
+            click.echo(one_line_error(error), err=True)
+            ctx.exit(getattr(error, "exit_code", 1))
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"neckkit {__version__}")
+        raise typer.Exit()
+
+
+def build_app(host: PluginHost) -> typer.Typer:
+    """The CLI for the plugins loaded in ``host``."""
+    app = typer.Typer(
+        cls=NeckkitGroup,
+        name="neckkit",
+        help="Let multimodal LLMs read compressed images through transform-necks.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+
+    @app.callback()
+    def root(
+        ctx: typer.Context,
+        version: bool = typer.Option(
+            False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+        debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    ) -> None:
+        ctx.meta[DEBUG_KEY] = debug
+        ctx.obj = CliState(host=host, debug=debug)
+        if ctx.invoked_subcommand != "list-plugins":
+            for failure in host.failed:
+                typer.echo(
+                    f"Warning: plugin {failure.plugin!r} failed: {failure.error} (see neckkit list-plugins)",
+                    err=True,
+                )
+
+    app.command("list-plugins")(list_plugins.list_plugins)
+    host.add_commands(app)
+    return app

@@ -1,0 +1,25 @@
+"""The project's error types: the CLI prints them as one line and exits non-zero."""
+
+from __future__ import annotations
+
+
+class NeckkitError(Exception):
+    """An error the user can act on: bad input, missing weights, a broken plugin.
+
+    The CLI prints ``Error: <message>`` on one line (no traceback unless ``--debug``)
+    and exits with :attr:`exit_code`.
+    """
+
+    exit_code: int = 1
+
+
+class PluginError(NeckkitError):
+    """A plugin is broken or conflicts with another plugin."""
+
+
+class ConfigError(NeckkitError):
+    """A configuration file or override is invalid."""
+
+
+class UnknownComponentError(NeckkitError):
+    """A codec, encoder or MLLM name that no loaded plugin registered."""

@@ -1,0 +1,73 @@
+"""The codec interface: a neural image codec whose quantised latent a neck can read."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+
+class Analysis(NamedTuple):
+    """What :meth:`Codec.analyze` returns."""
+
+    y_hat: Tensor  # [B, latent_channels, H / stride, W / stride], what synthesize() consumes
+    likelihoods: dict[str, Tensor]  # per entropy-coded tensor ("y", "z", ...), for the rate
+
+
+@dataclass(frozen=True)
+class LatentPayload:
+    """Entropy-coded byte strings and the shapes needed to decode them.
+
+    ``strings[i][b]`` is stream ``i`` (e.g. y, then z) of batch item ``b``; ``shape`` is the
+    codec-specific spatial shape its decoder starts from (e.g. the hyper-latent's ``(h, w)``).
+    """
+
+    strings: list[list[bytes]]
+    shape: tuple[int, ...]
+
+    @property
+    def num_bytes(self) -> int:
+        return sum(len(item) for stream in self.strings for item in stream)
+
+
+def estimated_bits(likelihoods: dict[str, Tensor]) -> Tensor:
+    """Rate estimate in bits, summed over all entropy-coded tensors and the batch."""
+    total = torch.zeros(())
+    for likelihood in likelihoods.values():
+        total = total + (-torch.log2(likelihood)).sum()
+    return total
+
+
+class Codec(nn.Module, metaclass=abc.ABCMeta):
+    """A learned image codec split where the transform-neck reads it.
+
+    Subclasses set :attr:`latent_channels`, :attr:`stride` (pixels per latent cell) and
+    :attr:`pad_multiple` (height and width must be multiples of it; callers pad).
+    """
+
+    latent_channels: int
+    stride: int
+    pad_multiple: int
+
+    @abc.abstractmethod
+    def analyze(self, x: Tensor) -> Analysis:
+        """Quantised latent of ``x`` (in [0, 1], [B, 3, H, W]) and its likelihoods.
+
+        ``y_hat`` must equal what :meth:`decompress_latent` returns for the same image and be
+        differentiable (straight-through rounding) so scenarios d2/d3 can train the codec.
+        """
+
+    @abc.abstractmethod
+    def synthesize(self, y_hat: Tensor) -> Tensor:
+        """Reconstruct the image for human viewing: [B, C, h, w] -> [B, 3, H, W] in [0, 1]."""
+
+    @abc.abstractmethod
+    def compress(self, x: Tensor) -> LatentPayload:
+        """Entropy-code ``x`` into real byte strings."""
+
+    @abc.abstractmethod
+    def decompress_latent(self, payload: LatentPayload) -> Tensor:
+        """Entropy-decode ``y_hat`` from a payload, without running the synthesis transform."""

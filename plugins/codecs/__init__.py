@@ -1,0 +1,1 @@
+"""Built-in codec plugins (`neckkit.plugins.codecs.<name>`, one module per codec)."""

@@ -1,0 +1,1 @@
+"""Built-in encoder plugins (`neckkit.plugins.encoders.<name>`, one module per encoder)."""

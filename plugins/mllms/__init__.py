@@ -1,0 +1,1 @@
+"""Built-in mllm plugins (`neckkit.plugins.mllms.<name>`, one module per mllm)."""
