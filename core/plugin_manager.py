@@ -63,6 +63,11 @@ class PluginRecord:
     builtin: bool
 
 
+def installed_entry_points() -> list[metadata.EntryPoint]:
+    """Entry points of installed distributions in the ``neckkit`` group."""
+    return list(metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
 def _names_from_env(env: Mapping[str, str], key: str) -> set[str] | None:
     value = env.get(key)
     if value is None:
@@ -143,7 +148,7 @@ class PluginHost:
     def load_entry_points(self) -> None:
         """Load third-party plugins from the ``neckkit`` entry-point group, each isolated."""
         selected = _names_from_env(self.env, "NECKKIT_LOAD_PLUGINS")
-        for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        for entry_point in installed_entry_points():
             dist = entry_point.dist
             dist_name = dist.name if dist is not None else entry_point.name
             version = dist.version if dist is not None else "unknown"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from neckkit.errors import ConfigError
 from neckkit.registry import describe_validation_error
 
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 ConfigT = TypeVar("ConfigT", bound="NeckkitConfig")
 
 
@@ -32,6 +34,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str) and _NUMBER.match(value):  # YAML 1.1 reads "1e-3" as a string
+        value = float(value)
     return key.strip().split("."), value
 
 

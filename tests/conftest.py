@@ -1,0 +1,50 @@
+"""Shared fixtures: an isolated plugin host, the CLI runner, the example plugin's source."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "neckkit-toy"
+# Plugin modules used as fake entry points and built-ins; the example's source for its doubles.
+sys.path.insert(0, str(Path(__file__).parent / "sample_plugins"))
+sys.path.insert(0, str(EXAMPLE / "src"))
+
+from neckkit.cli.app import build_app  # noqa: E402
+from neckkit.plugin_manager import PluginHost  # noqa: E402
+
+
+@pytest.fixture
+def host() -> PluginHost:
+    """A host with the built-ins loaded and no entry points, independent of the environment."""
+    plugin_host = PluginHost(env={})
+    plugin_host.load_builtins()
+    return plugin_host
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def toy_plugin(host: PluginHost) -> Iterator[PluginHost]:
+    """The example plugin registered in ``host`` the way an entry point would be."""
+    import neckkit_toy.plugin
+
+    assert host.register(neckkit_toy.plugin, "neckkit-toy", "0.1.0")
+    yield host
+    host.unregister("neckkit-toy")
+
+
+def invoke(runner: CliRunner, host: PluginHost, *args: str):
+    """Run the CLI built for ``host`` with ``args``."""
+    return runner.invoke(build_app(host), list(args))

@@ -1,0 +1,137 @@
+"""The CLI through typer's runner: version, list-plugins (table and JSON), one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import first_elic
+import second_elic
+from conftest import invoke
+from neckkit import __version__
+from neckkit.cli.app import one_line_error
+from neckkit.errors import NeckkitError
+from neckkit.plugin_manager import PluginHost
+
+
+def test_version_prints_the_installed_version(runner: CliRunner, host: PluginHost) -> None:
+    result = invoke(runner, host, "--version")
+    assert result.exit_code == 0
+    assert result.stdout == f"neckkit {__version__}\n"
+    assert __version__ != "0.0.0+unknown"
+
+
+def test_no_arguments_shows_help_with_the_commands(runner: CliRunner, host: PluginHost) -> None:
+    result = invoke(runner, host)
+    assert "list-plugins" in result.output and "Usage: neckkit" in result.output
+
+
+def test_list_plugins_json_has_exactly_the_documented_shape(runner: CliRunner, toy_plugin: PluginHost) -> None:
+    result = invoke(runner, toy_plugin, "list-plugins", "--json")
+    assert result.exit_code == 0, result.output
+    listing = json.loads(result.stdout)
+    assert set(listing) == {"plugins", "components", "failed"}
+    assert set(listing["components"]) == {"codecs", "encoders", "mllms"}
+    assert listing["plugins"] == [
+        {
+            "name": "neckkit-toy",
+            "version": "0.1.0",
+            "hooks": ["register_codecs", "register_commands", "register_encoders", "register_mllms"],
+        }
+    ]
+    assert listing["components"]["codecs"] == [
+        {
+            "name": "toy-codec",
+            "plugin": "neckkit-toy",
+            "description": "Toy codec: strided convolutions and a factorized entropy model",
+            "aliases": ["toy"],
+            "tiny": True,
+        }
+    ]
+    assert [row["name"] for row in listing["components"]["encoders"]] == ["toy-vit"]
+    assert [row["name"] for row in listing["components"]["mllms"]] == ["toy-mllm"]
+    assert listing["failed"] == []
+
+
+def test_list_plugins_table_shows_components_and_failures(runner: CliRunner, toy_plugin: PluginHost) -> None:
+    import raising_hook
+
+    toy_plugin.register(raising_hook, "raising-hook", "2.0")
+    result = invoke(runner, toy_plugin, "list-plugins")
+    assert result.exit_code == 0, result.output
+    for text in ("neckkit-toy", "toy-codec", "toy-vit", "toy-mllm", "survivor", "Codecs", "Encoders", "Mllms"):
+        assert text in result.stdout
+    assert "Failed plugin raising-hook: PluginError: register_codecs raised ValueError" in result.stdout
+
+
+def test_broken_plugin_is_listed_under_failed_and_exit_is_zero(runner: CliRunner, host: PluginHost) -> None:
+    host.load_builtins(("broken_import",))
+    result = invoke(runner, host, "list-plugins", "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["failed"] == [
+        {"plugin": "broken_import", "error": "RuntimeError: this plugin is broken on purpose"}
+    ]
+
+
+def test_other_commands_warn_about_failed_plugins_on_stderr(runner: CliRunner, toy_plugin: PluginHost) -> None:
+    toy_plugin.load_builtins(("broken_import",))
+    result = invoke(runner, toy_plugin, "toy-hello", "you")
+    assert result.exit_code == 0
+    assert result.stdout == "hello you from neckkit-toy\n"
+    assert result.stderr == (
+        "Warning: plugin 'broken_import' failed: RuntimeError: this plugin is broken on purpose "
+        "(see neckkit list-plugins)\n"
+    )
+
+
+def test_duplicate_name_is_one_error_line_and_exit_1(runner: CliRunner, host: PluginHost) -> None:
+    host.register(first_elic, "neckkit-elic", "1.0")
+    host.register(second_elic, "neckkit-other-elic", "1.0")
+    result = invoke(runner, host, "list-plugins", "--json")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        "Error: codec name 'elic' is registered by both plugin 'neckkit-elic' and plugin "
+        "'neckkit-other-elic'; disable one with NECKKIT_DISABLE_PLUGINS\n"
+    )
+
+
+def test_debug_lets_the_traceback_through(runner: CliRunner, host: PluginHost) -> None:
+    host.register(first_elic, "neckkit-elic", "1.0")
+    host.register(second_elic, "neckkit-other-elic", "1.0")
+    result = invoke(runner, host, "--debug", "list-plugins")
+    assert result.exit_code == 1
+    assert isinstance(result.exception, NeckkitError)
+    assert "registered by both" in str(result.exception)
+
+
+def test_plugin_cannot_replace_a_builtin_command(runner: CliRunner, host: PluginHost) -> None:
+    import command_clash
+
+    host.register(command_clash, "command-clash", "1.0")
+    result = invoke(runner, host, "list-plugins", "--json")
+    assert result.exit_code == 0
+    assert "hijacked" not in result.stdout
+    assert json.loads(result.stdout)["failed"] == [
+        {"plugin": "command-clash", "error": "PluginError: command 'list-plugins' already exists"}
+    ]
+
+
+def test_unknown_command_is_a_usage_error(runner: CliRunner, host: PluginHost) -> None:
+    result = invoke(runner, host, "no-such-command")
+    assert result.exit_code == 2
+    assert "No such command 'no-such-command'" in result.output
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (NeckkitError("weights not found:\n  /tmp/x.pth"), "Error: weights not found: /tmp/x.pth"),
+        (KeyError("y_hat"), "Error: KeyError: 'y_hat' (run with --debug for the traceback)"),
+        (RuntimeError(), "Error: RuntimeError (run with --debug for the traceback)"),
+    ],
+)
+def test_errors_become_one_line(error: Exception, line: str) -> None:
+    assert one_line_error(error) == line
