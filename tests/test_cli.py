@@ -86,10 +86,16 @@ def test_other_commands_warn_about_failed_plugins_on_stderr(runner: CliRunner, t
     )
 
 
-def test_duplicate_name_is_one_error_line_and_exit_1(runner: CliRunner, host: PluginHost) -> None:
+@pytest.fixture
+def two_elics(host: PluginHost) -> PluginHost:
+    """Two plugins that both register a codec named ``elic``."""
     host.register(first_elic, "neckkit-elic", "1.0")
     host.register(second_elic, "neckkit-other-elic", "1.0")
-    result = invoke(runner, host, "list-plugins", "--json")
+    return host
+
+
+def test_duplicate_name_is_one_error_line_and_exit_1(runner: CliRunner, two_elics: PluginHost) -> None:
+    result = invoke(runner, two_elics, "list-plugins", "--json")
     assert result.exit_code == 1
     assert result.stdout == ""
     assert result.stderr == (
@@ -98,10 +104,8 @@ def test_duplicate_name_is_one_error_line_and_exit_1(runner: CliRunner, host: Pl
     )
 
 
-def test_debug_lets_the_traceback_through(runner: CliRunner, host: PluginHost) -> None:
-    host.register(first_elic, "neckkit-elic", "1.0")
-    host.register(second_elic, "neckkit-other-elic", "1.0")
-    result = invoke(runner, host, "--debug", "list-plugins")
+def test_debug_lets_the_traceback_through(runner: CliRunner, two_elics: PluginHost) -> None:
+    result = invoke(runner, two_elics, "--debug", "list-plugins")
     assert result.exit_code == 1
     assert isinstance(result.exception, NeckkitError)
     assert "registered by both" in str(result.exception)
