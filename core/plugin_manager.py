@@ -40,9 +40,10 @@ if TYPE_CHECKING:
     import typer
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
-# Built-in plugin modules (one per component, under neckkit.plugins.codecs|encoders|mllms),
-# each registered under its module name. The codec, encoder and MLLM issues fill this in.
-BUILTIN_PLUGINS: tuple[str, ...] = ()
+# Built-in plugins, registered under their module names exactly like third-party plugins.
+# Each package's __init__ registers its components with lazy factories (so listing them never
+# imports torch); the components themselves live one per module inside the package.
+BUILTIN_PLUGINS: tuple[str, ...] = ("neckkit.plugins.encoders",)
 
 
 @dataclass(frozen=True)

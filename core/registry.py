@@ -7,6 +7,7 @@ error naming both.
 from __future__ import annotations
 
 import difflib
+import importlib
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -87,6 +88,24 @@ class Component:
     def build(self, **options: Any) -> Any:
         """Build the component with the factory's keyword options."""
         return self.factory(**options)
+
+
+def lazy_factory(target: str, **bound: Any) -> Callable[..., Any]:
+    """A factory that imports ``"package.module:function"`` only when called.
+
+    Plugins register these so that listing components never imports torch or model code;
+    ``bound`` keywords are passed before the caller's options.
+    """
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise PluginError(f"lazy factory target {target!r} must look like 'package.module:function'")
+
+    def factory(**options: Any) -> Any:
+        function = getattr(importlib.import_module(module_name), attribute)
+        return function(**bound, **options)
+
+    factory.__qualname__ = factory.__name__ = f"lazy({target})"
+    return factory
 
 
 def describe_validation_error(error: ValidationError) -> str:

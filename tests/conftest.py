@@ -31,6 +31,12 @@ def host() -> PluginHost:
 
 
 @pytest.fixture
+def bare_host() -> PluginHost:
+    """A host with no plugins at all, for tests of the registry rules themselves."""
+    return PluginHost(env={})
+
+
+@pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
 

@@ -13,7 +13,7 @@ from conftest import invoke
 from neckkit import __version__
 from neckkit.cli.app import one_line_error
 from neckkit.errors import NeckkitError
-from neckkit.plugin_manager import PluginHost
+from neckkit.plugin_manager import BUILTIN_PLUGINS, PluginHost
 
 
 def test_version_prints_the_installed_version(runner: CliRunner, host: PluginHost) -> None:
@@ -34,12 +34,14 @@ def test_list_plugins_json_has_exactly_the_documented_shape(runner: CliRunner, t
     listing = json.loads(result.stdout)
     assert set(listing) == {"plugins", "components", "failed"}
     assert set(listing["components"]) == {"codecs", "encoders", "mllms"}
+    builtins = [{"name": name, "version": __version__, "hooks": ["register_encoders"]} for name in BUILTIN_PLUGINS]
     assert listing["plugins"] == [
+        *builtins,
         {
             "name": "neckkit-toy",
             "version": "0.1.0",
             "hooks": ["register_codecs", "register_commands", "register_encoders", "register_mllms"],
-        }
+        },
     ]
     assert listing["components"]["codecs"] == [
         {
@@ -50,7 +52,8 @@ def test_list_plugins_json_has_exactly_the_documented_shape(runner: CliRunner, t
             "tiny": True,
         }
     ]
-    assert [row["name"] for row in listing["components"]["encoders"]] == ["toy-vit"]
+    assert [row["name"] for row in listing["components"]["encoders"] if row["plugin"] == "neckkit-toy"] == ["toy-vit"]
+    assert all(set(row) == {"name", "plugin", "description", "aliases", "tiny"} for row in listing["components"]["encoders"])
     assert [row["name"] for row in listing["components"]["mllms"]] == ["toy-mllm"]
     assert listing["failed"] == []
 

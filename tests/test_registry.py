@@ -44,9 +44,9 @@ def test_name_rule_matches_its_pattern(name: str) -> None:
             check_name(name)
 
 
-def test_component_is_found_by_name_and_alias(host: PluginHost) -> None:
-    _register(host, "p1", "register_codecs", (("elic", dict), {"description": "ELIC", "aliases": ["elic2022"]}))
-    codecs = host.components("codec")
+def test_component_is_found_by_name_and_alias(bare_host: PluginHost) -> None:
+    _register(bare_host, "p1", "register_codecs", (("elic", dict), {"description": "ELIC", "aliases": ["elic2022"]}))
+    codecs = bare_host.components("codec")
     assert codecs.get("elic") is codecs.get("elic2022")
     component = codecs.get("elic2022")
     assert (component.name, component.plugin, component.info.aliases) == ("elic", "p1", ("elic2022",))
@@ -54,37 +54,37 @@ def test_component_is_found_by_name_and_alias(host: PluginHost) -> None:
     assert "elic2022" in codecs and "tic" not in codecs and len(codecs) == 1
 
 
-def test_unknown_name_suggests_the_closest_and_lists_available(host: PluginHost) -> None:
-    _register(host, "p1", "register_encoders", (("clip-l", dict), {"description": "CLIP"}))
+def test_unknown_name_suggests_the_closest_and_lists_available(bare_host: PluginHost) -> None:
+    _register(bare_host, "p1", "register_encoders", (("clip-l", dict), {"description": "CLIP"}))
     with pytest.raises(UnknownComponentError) as caught:
-        host.components("encoder").get("clip-k")
+        bare_host.components("encoder").get("clip-k")
     assert str(caught.value) == (
         "unknown encoder 'clip-k'; did you mean 'clip-l'? Available: clip-l (see `neckkit list-plugins`)"
     )
 
 
-def test_duplicate_name_names_both_plugins(host: PluginHost) -> None:
-    _register(host, "first-plugin", "register_codecs", (("elic", dict), {"description": "one"}))
-    _register(host, "second-plugin", "register_codecs", (("elic", dict), {"description": "two"}))
+def test_duplicate_name_names_both_plugins(bare_host: PluginHost) -> None:
+    _register(bare_host, "first-plugin", "register_codecs", (("elic", dict), {"description": "one"}))
+    _register(bare_host, "second-plugin", "register_codecs", (("elic", dict), {"description": "two"}))
     with pytest.raises(PluginError) as caught:
-        host.components("codec")
+        bare_host.components("codec")
     message = str(caught.value)
     assert "'elic'" in message and "'first-plugin'" in message and "'second-plugin'" in message
     assert "\n" not in message
 
 
-def test_alias_clashing_with_another_plugins_name_is_a_duplicate(host: PluginHost) -> None:
-    _register(host, "first-plugin", "register_codecs", (("tic", dict), {"description": "TIC"}))
-    _register(host, "second-plugin", "register_codecs", (("tic2", dict), {"description": "x", "aliases": ["tic"]}))
+def test_alias_clashing_with_another_plugins_name_is_a_duplicate(bare_host: PluginHost) -> None:
+    _register(bare_host, "first-plugin", "register_codecs", (("tic", dict), {"description": "TIC"}))
+    _register(bare_host, "second-plugin", "register_codecs", (("tic2", dict), {"description": "x", "aliases": ["tic"]}))
     with pytest.raises(PluginError, match="codec name 'tic' is registered by both plugin 'first-plugin' and"):
-        host.components("codec")
+        bare_host.components("codec")
 
 
-def test_same_name_in_different_kinds_is_allowed(host: PluginHost) -> None:
-    _register(host, "p1", "register_codecs", (("toy", dict), {"description": "codec"}))
-    _register(host, "p2", "register_encoders", (("toy", dict), {"description": "encoder"}))
-    assert host.components("codec").get("toy").plugin == "p1"
-    assert host.components("encoder").get("toy").plugin == "p2"
+def test_same_name_in_different_kinds_is_allowed(bare_host: PluginHost) -> None:
+    _register(bare_host, "p1", "register_codecs", (("toy", dict), {"description": "codec"}))
+    _register(bare_host, "p2", "register_encoders", (("toy", dict), {"description": "encoder"}))
+    assert bare_host.components("codec").get("toy").plugin == "p1"
+    assert bare_host.components("encoder").get("toy").plugin == "p2"
 
 
 @pytest.mark.parametrize(
@@ -98,12 +98,12 @@ def test_same_name_in_different_kinds_is_allowed(host: PluginHost) -> None:
         ((("ok", dict), {"description": "x", "aliases": ["Nope"]}), "invalid component name 'Nope'"),
     ],
 )
-def test_invalid_registration_fails_that_plugin_only(host: PluginHost, call: tuple, expected: str) -> None:
-    _register(host, "bad", "register_codecs", (("fine-before", dict), {"description": "x"}), call)
-    _register(host, "good", "register_codecs", (("tic", dict), {"description": "TIC"}))
-    codecs = host.components("codec")
+def test_invalid_registration_fails_that_plugin_only(bare_host: PluginHost, call: tuple, expected: str) -> None:
+    _register(bare_host, "bad", "register_codecs", (("fine-before", dict), {"description": "x"}), call)
+    _register(bare_host, "good", "register_codecs", (("tic", dict), {"description": "TIC"}))
+    codecs = bare_host.components("codec")
     assert [component.name for component in codecs] == ["tic"]  # nothing from the bad call survives
-    [failure] = host.failed
+    [failure] = bare_host.failed
     assert failure.plugin == "bad"
     assert expected in failure.error
 

@@ -61,12 +61,33 @@ class VisualEncoder(nn.Module, metaclass=abc.ABCMeta):
         """Finish the forward from tokens entering block ``start``."""
         return self.head(self.blocks(tokens, start, self.num_layers))
 
+    def text_tower(self) -> nn.Module | None:
+        """The module holding the text weights (text transformer and projection), if any."""
+        return None
+
     @property
     def has_text_tower(self) -> bool:
-        return False
+        return self.text_tower() is not None
+
+    def encode_text(self, texts: list[str]) -> Tensor:
+        """Projected text embeddings [N, embed_dim], in the image embedding's space."""
+        raise self._no_text_tower()
+
+    def _no_text_tower(self) -> NeckkitError:
+        return NeckkitError(f"{type(self).__name__} has no text tower: train its neck with distillation only")
 
     def text_classifier(self, class_names: list[str], templates: list[str]) -> Tensor:
-        """Zero-shot classifier [embed_dim, num_classes] from a text tower, for the CE loss."""
-        raise NeckkitError(
-            f"{type(self).__name__} has no text tower: train its neck with distillation only"
-        )
+        """Zero-shot classifier [embed_dim, num_classes] with unit-norm columns, for the CE loss.
+
+        Computed once with :meth:`encode_text` and cached on disk, keyed by the text tower's
+        weights fingerprint, the class names and the templates (``neckkit.zero_shot``).
+        """
+        tower = self.text_tower()
+        if tower is None:
+            raise self._no_text_tower()
+        from neckkit.weights import fingerprint
+        from neckkit.zero_shot import cached_text_classifier
+
+        if getattr(self, "_text_fingerprint", None) is None:  # text weights are frozen
+            self._text_fingerprint = fingerprint(tower)
+        return cached_text_classifier(self.encode_text, self._text_fingerprint, class_names, templates)

@@ -1,1 +1,48 @@
-"""Built-in encoder plugins (`neckkit.plugins.encoders.<name>`, one module per encoder)."""
+"""Built-in visual-encoder plugin: registers every encoder in this package.
+
+Each encoder family lives in its own module (``clip``: transformers CLIP ViT-L/14; ``blip2``:
+BLIP-2's EVA ViT-g through transformers). The factories
+are lazy, so ``neckkit list-plugins`` lists them without importing torch or transformers.
+"""
+
+from __future__ import annotations
+
+from neckkit.hookspecs import hookimpl
+from neckkit.registry import RegisterCallback, lazy_factory
+
+ENTRY_LAYER_HELP = "block where neck tokens enter (default 2)"
+TINY_HELP = "tiny widths, random init (tests, quick start)"
+
+
+@hookimpl
+def register_encoders(register: RegisterCallback) -> None:
+    for name, hub_id, size in (
+        ("clip-l", "openai/clip-vit-large-patch14", 224),
+        ("clip-l-336", "openai/clip-vit-large-patch14-336", 336),
+    ):
+        register(
+            name,
+            lazy_factory("neckkit.plugins.encoders.clip:build_clip", variant=name),
+            description=f"OpenAI CLIP ViT-L/14 at {size} px (transformers), with text tower",
+            tiny=True,
+            pretrained=(hub_id,),
+            options={
+                "weights": f"hub id or local folder (default {hub_id})",
+                "tiny": TINY_HELP,
+                "random_init": "real-size architecture, random weights",
+                "entry_layer": ENTRY_LAYER_HELP,
+            },
+        )
+    register(
+        "eva-g-blip2",
+        lazy_factory("neckkit.plugins.encoders.blip2:build_blip2_vision"),
+        description="BLIP-2 EVA ViT-g/14 at 224 px (transformers Blip2VisionModel), no text tower",
+        tiny=True,
+        pretrained=("Salesforce/blip2-opt-2.7b",),
+        options={
+            "weights": "hub id or local folder, full BLIP-2 or bare vision model (default Salesforce/blip2-opt-2.7b)",
+            "tiny": TINY_HELP,
+            "random_init": "real-size ViT-g, random weights",
+            "entry_layer": ENTRY_LAYER_HELP,
+        },
+    )

@@ -1,0 +1,309 @@
+"""BLIP-2's EVA ViT-g/14 vision encoder (``eva-g-blip2``), built on transformers' ``Blip2VisionModel``.
+
+The tokens a neck produces are consumed by exactly the modules the BLIP-2 MLLM runs: the 39
+``Blip2EncoderLayer`` blocks and ``post_layernorm``. There is no pre-norm (``embed`` is the
+patch, class and position embedding only) and no projection (``embed_dim == width``), and no
+text tower: a neck for this encoder trains with distillation only.
+
+Weights: a hub id (default ``Salesforce/blip2-opt-2.7b``) or a local folder holding either a
+full BLIP-2 checkpoint (``Blip2ForConditionalGeneration`` / ``Blip2Model`` / ... saved with
+``save_pretrained``: ``config.json`` with ``model_type`` ``"blip-2"``, tensors named
+``vision_model.*``) or a bare ``Blip2VisionModel`` folder (tensors named without a prefix).
+Only the vision config and the ``vision_model.*`` tensors are read, from just the safetensors
+shards that hold them; the language model and the Q-Former are never built.
+``tiny=True`` builds the same class with tiny widths; ``random_init=True`` the real ViT-g with
+random weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from neckkit.errors import NeckkitError
+from neckkit.interfaces import VisualEncoder
+from neckkit.preprocess import OPENAI_MEAN, OPENAI_STD, resize_square_normalize
+from neckkit.weights import seeded_init
+
+HUB_ID = "Salesforce/blip2-opt-2.7b"
+VISION_PREFIX = "vision_model."  # prefix of the vision tensors in a full BLIP-2 checkpoint
+FULL_MODEL_TYPE = "blip-2"
+VISION_MODEL_TYPE = "blip_2_vision_model"
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+# transformers' default initializer_range for BLIP-2 vision is 1e-10, which makes a random model
+# nearly constant; random and tiny models use the usual 0.02 so their outputs depend on the input.
+RANDOM_INIT_RANGE = 0.02
+
+
+def blip2_vision_config(tiny: bool) -> Any:
+    """The ViT-g/14 of BLIP-2 (transformers' defaults: 1408 wide, 39 blocks), or a tiny one."""
+    from transformers import Blip2VisionConfig
+
+    if tiny:
+        sizes = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=2)
+    else:
+        sizes = {}  # Blip2VisionConfig's defaults are the ViT-g: 1408 / 6144 / 39 layers / 16 heads
+    return Blip2VisionConfig(**sizes, image_size=224, patch_size=14, initializer_range=RANDOM_INIT_RANGE)
+
+
+# -- locating and reading the weights ----------------------------------------------------------
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
+
+
+def _looks_like_path(weights: str) -> bool:
+    """A string meant as a folder rather than an ``owner/name`` hub id."""
+    return weights.startswith(("/", ".", "~")) or weights.count("/") > 1 or os.sep != "/" and os.sep in weights
+
+
+def _few(names: Iterable[str], limit: int = 3) -> str:
+    names = sorted(names)
+    shown = ", ".join(names[:limit])
+    return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+class _Source:
+    """Where the weights come from: a local folder, or a hub id resolved to its cached snapshot."""
+
+    def __init__(self, weights: str) -> None:
+        self.weights = weights
+        self.hub_id: str | None = None
+        path = Path(weights).expanduser()
+        if path.is_dir():
+            self.folder = path
+            return
+        if path.exists():
+            raise NeckkitError(f"BLIP-2 weights {weights!r} is a file; pass the folder that holds config.json and the safetensors")
+        if _looks_like_path(weights):
+            raise NeckkitError(f"BLIP-2 weights folder {weights!r} does not exist (pass a folder or a hub id such as {HUB_ID!r})")
+        self.hub_id = weights
+        self.folder = self.fetch(["config.json", INDEX_FILE])
+
+    @property
+    def where(self) -> str:
+        if self.hub_id is None:
+            return f"the local folder {self.weights!r}"
+        cache = "the Hugging Face cache (HF_HUB_OFFLINE is set)" if _offline() else "the Hugging Face Hub"
+        return f"{self.hub_id!r} from {cache}"
+
+    def hint(self, files: list[str] | None = None) -> str:
+        """What to do about missing files, for the end of an error line."""
+        if self.hub_id is None:
+            return "pass --encoder-weights with a BLIP-2 folder saved by save_pretrained, or use --random-init"
+        wanted = " ".join(files) if files else '--include "*.json" --include "*.safetensors"'
+        return f"Download them (`hf download {self.hub_id} {wanted}`), pass --encoder-weights /path/to/folder, or use --random-init"
+
+    def fetch(self, patterns: list[str]) -> Path:
+        """``snapshot_download`` of just ``patterns`` (from the cache only when offline)."""
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HFValidationError
+
+        try:
+            return Path(snapshot_download(self.hub_id, allow_patterns=patterns, local_files_only=_offline()))
+        except HFValidationError:
+            raise NeckkitError(
+                f"BLIP-2 weights {self.weights!r} are neither a local folder nor a hub id like {HUB_ID!r}"
+            ) from None
+        except (OSError, ValueError) as error:
+            message = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")
+            raise NeckkitError(f"cannot load BLIP-2 weights {self.where}: {message}. {self.hint()}") from None
+
+    def need(self, names: list[str]) -> None:
+        """Make sure ``names`` are in the folder: download them from the hub, or fail with one line."""
+        missing = [name for name in names if not (self.folder / name).is_file()]
+        if missing and self.hub_id is not None:
+            self.folder = self.fetch(missing)
+            missing = [name for name in names if not (self.folder / name).is_file()]
+        if missing:
+            raise NeckkitError(f"cannot load BLIP-2 weights {self.where}: {_few(missing)} not found. {self.hint(missing)}")
+
+
+def read_vision_config(source: _Source) -> tuple[Any, str]:
+    """The ``Blip2VisionConfig`` of a full BLIP-2 or bare vision folder, and the tensors' key prefix."""
+    from transformers import Blip2VisionConfig
+
+    source.need(["config.json"])
+    try:
+        config = json.loads((source.folder / "config.json").read_text())
+    except (OSError, ValueError) as error:
+        raise NeckkitError(f"cannot read config.json of BLIP-2 weights {source.where}: {error}") from None
+    model_type = config.get("model_type")
+    if model_type == FULL_MODEL_TYPE:
+        return Blip2VisionConfig.from_dict(config.get("vision_config") or {}), VISION_PREFIX
+    if model_type == VISION_MODEL_TYPE:
+        return Blip2VisionConfig.from_dict(config), ""
+    raise NeckkitError(
+        f"BLIP-2 weights {source.where} have model_type {model_type!r} in config.json; "
+        f"expected {FULL_MODEL_TYPE!r} (a full BLIP-2 checkpoint) or {VISION_MODEL_TYPE!r} (a Blip2VisionModel)"
+    )
+
+
+def _strip(key: str, prefix: str) -> str | None:
+    """The vision-model name of a checkpoint key, or None when the key is not a vision tensor."""
+    if key.startswith(VISION_PREFIX):
+        return key[len(VISION_PREFIX) :]
+    return None if prefix else key
+
+
+def read_vision_state_dict(source: _Source, prefix: str) -> dict[str, Tensor]:
+    """The vision tensors, named as in ``Blip2VisionModel``, read only from the shards holding them."""
+    from safetensors import safe_open
+
+    index_path = source.folder / INDEX_FILE
+    if index_path.is_file():
+        try:
+            weight_map: dict[str, str] = json.loads(index_path.read_text())["weight_map"]
+        except (OSError, ValueError, KeyError) as error:
+            raise NeckkitError(f"cannot read {INDEX_FILE} of BLIP-2 weights {source.where}: {error!r}") from None
+        by_file: dict[str, list[str]] = {}
+        for key, filename in weight_map.items():
+            if _strip(key, prefix) is not None:
+                by_file.setdefault(filename, []).append(key)
+        source.need(sorted(by_file))
+    else:
+        source.need([SINGLE_FILE])
+        by_file = {SINGLE_FILE: []}  # keys read from the file itself
+    state: dict[str, Tensor] = {}
+    for filename, keys in sorted(by_file.items()):
+        try:
+            with safe_open(str(source.folder / filename), framework="pt") as handle:
+                for key in keys or [key for key in handle.keys() if _strip(key, prefix) is not None]:
+                    state[_strip(key, prefix)] = handle.get_tensor(key)
+        except Exception as error:  # safetensors raises its own error types for corrupt files
+            raise NeckkitError(f"cannot read {filename} of BLIP-2 weights {source.where}: {str(error).splitlines()[0]}") from None
+    if not state:
+        raise NeckkitError(f"BLIP-2 weights {source.where} hold no vision tensors (no {VISION_PREFIX!r} keys)")
+    return state
+
+
+def check_state_dict(model: torch.nn.Module, state: dict[str, Tensor], where: str) -> None:
+    """One error line naming a few missing, unexpected and wrongly shaped tensors, if any."""
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    missing = expected.keys() - state.keys()
+    unexpected = state.keys() - expected.keys()
+    mismatched = [
+        f"{name} {list(state[name].shape)} (model {list(shape)})"
+        for name, shape in sorted(expected.items())
+        if name in state and tuple(state[name].shape) != shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing {_few(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {_few(unexpected)}")
+    if mismatched:
+        problems.append(f"wrong shape {_few(mismatched)}")
+    if problems:
+        raise NeckkitError(f"BLIP-2 vision weights {where} do not match their config: {'; '.join(problems)}")
+
+
+def load_blip2_vision(weights: str) -> Any:
+    """A ``Blip2VisionModel`` with the vision weights of a hub id or local folder, in float32."""
+    from transformers import Blip2VisionModel
+
+    source = _Source(weights)
+    config, prefix = read_vision_config(source)
+    state = read_vision_state_dict(source, prefix)
+    with torch.device("meta"):  # no random init of ~1B parameters: every tensor is assigned below
+        model = Blip2VisionModel(config)
+    check_state_dict(model, state, source.where)
+    dtypes = {name: tensor.dtype for name, tensor in model.state_dict().items()}
+    state = {name: tensor.to(dtypes[name]) for name, tensor in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    return model
+
+
+# -- the encoder --------------------------------------------------------------------------------
+
+
+class Blip2Encoder(VisualEncoder):
+    """A transformers ``Blip2VisionModel`` split into embed / blocks / head; no text tower.
+
+    ``model`` may be any ``Blip2VisionModel``, e.g. the ``vision_model`` of a loaded
+    ``Blip2ForConditionalGeneration`` (shared, not copied), so that an MLLM plugin and its
+    encoder run the same modules.
+    """
+
+    mean = OPENAI_MEAN
+    std = OPENAI_STD
+    has_class_token = True
+
+    def __init__(self, model: Any, entry_layer: int = 2) -> None:
+        super().__init__()
+        self.model = model.eval()
+        config = model.config
+        self.width = config.hidden_size
+        self.image_size = config.image_size
+        self.grid = config.image_size // config.patch_size
+        self.num_layers = config.num_hidden_layers
+        self.embed_dim = config.hidden_size  # no projection: head returns post-layernormed width
+        if not 0 <= entry_layer <= self.num_layers:
+            raise NeckkitError(f"entry_layer must be in 0..{self.num_layers}, got {entry_layer}")
+        self.entry_layer = entry_layer
+
+    @property
+    def vision_model(self) -> Any:
+        return self.model
+
+    def preprocess(self, x01: Tensor) -> Tensor:
+        """BLIP-2's ``BlipImageProcessor``: resize to ``image_size`` square, bicubic, OpenAI mean / std.
+
+        The whole image is resized to ``image_size x image_size`` (aspect ratio not kept, no
+        crop), antialiased, clamped to [0, 1] (bicubic overshoots) and normalised. This equals
+        the processor run on float images with ``do_rescale=False`` up to that clamp; on 8-bit
+        images the processor resizes before rescaling, so values differ by rounding only.
+        """
+        return resize_square_normalize(x01, self.image_size, self.mean, self.std)
+
+    def embed(self, pixels: Tensor) -> Tensor:
+        """Patch, class and position embedding (BLIP-2 has no pre-norm): -> [B, grid*grid+1, width]."""
+        return self.model.embeddings(pixels)
+
+    def blocks(self, tokens: Tensor, start: int, end: int) -> Tensor:
+        if not 0 <= start <= end <= self.num_layers:
+            raise NeckkitError(f"BLIP-2 ViT-g has blocks 0..{self.num_layers}; got start={start}, end={end}")
+        for layer in self.model.encoder.layers[start:end]:
+            tokens = layer(tokens)  # Blip2EncoderLayer returns the tensor itself
+        return tokens
+
+    def last_hidden_state(self, tokens: Tensor) -> Tensor:
+        """What the Q-Former reads: the last block's tokens after ``post_layernorm`` -> [B, T, width].
+
+        Equals ``Blip2VisionModel(pixels).last_hidden_state``; the BLIP-2 MLLM plugin feeds it to
+        ``qformer(query_embeds=..., encoder_hidden_states=...)``.
+        """
+        return self.model.post_layernorm(tokens)
+
+    def head(self, tokens: Tensor) -> Tensor:
+        """The library's ``pooler_output``: -> [B, width].
+
+        transformers applies ``post_layernorm`` to all tokens and then once more to the class
+        token, so the pooled output is layer-normed twice; this repeats that exactly.
+        """
+        post_layernorm = self.model.post_layernorm
+        return post_layernorm(post_layernorm(tokens[:, 0]))
+
+
+def build_blip2_vision(weights: str | None = None, tiny: bool = False, random_init: bool = False, entry_layer: int = 2) -> Blip2Encoder:
+    """Factory for ``eva-g-blip2``: hub id or local folder (full BLIP-2 or bare vision model), tiny or random."""
+    from transformers import Blip2VisionModel
+
+    if tiny or random_init:
+        if weights is not None:
+            raise NeckkitError("pass either weights or tiny/random_init, not both")
+        with seeded_init() if tiny else contextlib.nullcontext():
+            model = Blip2VisionModel(blip2_vision_config(tiny=tiny))
+    else:
+        model = load_blip2_vision(weights or HUB_ID)
+    return Blip2Encoder(model, entry_layer=entry_layer)
+
