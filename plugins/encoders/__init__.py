@@ -1,7 +1,8 @@
 """Built-in visual-encoder plugin: registers every encoder in this package.
 
-Each encoder family lives in its own module (``clip``: transformers CLIP ViT-L/14; ``blip2``:
-BLIP-2's EVA ViT-g through transformers). The factories
+Each encoder family lives in its own module (``clip``: transformers CLIP ViT-L/14; ``openclip``:
+any open_clip ViT or EVA tower, EVA02-L among them; ``blip2``: BLIP-2's EVA ViT-g through
+transformers). The factories
 are lazy, so ``neckkit list-plugins`` lists them without importing torch or transformers.
 """
 
@@ -44,5 +45,30 @@ def register_encoders(register: RegisterCallback) -> None:
             "tiny": TINY_HELP,
             "random_init": "real-size ViT-g, random weights",
             "entry_layer": ENTRY_LAYER_HELP,
+        },
+    )
+    open_clip_options = {
+        "tiny": TINY_HELP + "; with pretrained=<file>, loads it into the tiny model",
+        "random_init": "real-size architecture, random weights",
+        "entry_layer": ENTRY_LAYER_HELP,
+        "cache_dir": "where open_clip caches downloaded weights (default: the Hugging Face cache)",
+    }
+    register(
+        "eva02-l",
+        lazy_factory("neckkit.plugins.encoders.openclip:build_eva02_l"),
+        description="EVA02-CLIP ViT-L/14 at 224 px (open_clip, timm EVA trunk), with text tower",
+        tiny=True,
+        pretrained=("merged2b_s4b_b131k",),
+        options={"pretrained": "open_clip tag or local checkpoint file (default merged2b_s4b_b131k)", **open_clip_options},
+    )
+    register(
+        "openclip",
+        lazy_factory("neckkit.plugins.encoders.openclip:build_openclip"),
+        description="Any open_clip ViT or EVA by model name and pretrained tag, with text tower",
+        tiny=True,
+        options={
+            "model": "open_clip model name, e.g. ViT-B-16 (required)",
+            "pretrained": "open_clip tag (e.g. laion2b_s34b_b88k) or local checkpoint file",
+            **open_clip_options,
         },
     )
