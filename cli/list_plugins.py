@@ -6,11 +6,10 @@ import json
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
-
 from neckkit.plugin_manager import PluginHost
 from neckkit.registry import KIND_PLURALS, ComponentKind, ComponentRegistry
+from rich.console import Console
+from rich.table import Table
 
 
 def plugin_listing(host: PluginHost) -> dict[str, Any]:

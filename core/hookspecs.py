@@ -12,7 +12,6 @@ import pluggy
 
 if TYPE_CHECKING:
     import typer
-
     from neckkit.registry import RegisterCallback
 
 PROJECT = "neckkit"

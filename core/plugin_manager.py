@@ -24,7 +24,6 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 import pluggy
-
 from neckkit import hookspecs
 from neckkit.errors import PluginError
 from neckkit.registry import (
@@ -33,6 +32,7 @@ from neckkit.registry import (
     Component,
     ComponentKind,
     ComponentRegistry,
+    RegisterCallback,
     make_component,
 )
 
@@ -204,6 +204,15 @@ class PluginHost:
             return False
         return True
 
+    def _register_callback(self, kind: ComponentKind, plugin_name: str, staged: list[Component]) -> RegisterCallback:
+        """The ``register`` a plugin's hook receives: validates each call and stages its component."""
+
+        def register(name: str, factory: Callable[..., Any], **info: Any) -> None:
+            staged.append(make_component(kind, plugin_name, name, factory, info))
+            self.trace(f"{plugin_name} registered {kind} {name!r}")
+
+        return register
+
     def components(self, kind: ComponentKind) -> ComponentRegistry:
         """Call the ``register_*`` hook for ``kind`` and return what the plugins registered.
 
@@ -214,13 +223,8 @@ class PluginHost:
         hook_name = KIND_HOOKS[kind]
         registered: list[Component] = []
         for impl in getattr(self.pm.hook, hook_name).get_hookimpls():  # registration order
-            plugin_name: str = impl.plugin_name
             staged: list[Component] = []
-
-            def register(name: str, factory: Callable[..., Any], **info: Any) -> None:
-                staged.append(make_component(kind, plugin_name, name, factory, info))
-                self.trace(f"{plugin_name} registered {kind} {name!r}")
-
+            register = self._register_callback(kind, impl.plugin_name, staged)
             if self._call_impl(impl, hook_name, {"register": register}):
                 registered.extend(staged)
         registry = ComponentRegistry(kind)

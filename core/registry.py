@@ -13,9 +13,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
-
 from neckkit.errors import PluginError, UnknownComponentError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 ComponentKind = Literal["codec", "encoder", "mllm"]
 COMPONENT_KINDS: tuple[ComponentKind, ...] = ("codec", "encoder", "mllm")

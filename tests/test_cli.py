@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 
-import pytest
-from typer.testing import CliRunner
-
 import first_elic
+import pytest
 import second_elic
 from conftest import invoke
 from neckkit import __version__
 from neckkit.cli.app import one_line_error
 from neckkit.errors import NeckkitError
 from neckkit.plugin_manager import BUILTIN_PLUGINS, PluginHost
+from typer.testing import CliRunner
 
 
 def test_version_prints_the_installed_version(runner: CliRunner, host: PluginHost) -> None:

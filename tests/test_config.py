@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from neckkit import ConfigError
 from neckkit.config import (
     PAPER_FIGURES,

@@ -6,9 +6,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from neckkit_toy import ToyCodec, ToyMLLM, ToyViT
-
 from neckkit import MLLM, Codec, LatentPayload, NeckkitError, VisualEncoder, estimated_bits
+from neckkit_toy import ToyCodec, ToyMLLM, ToyViT
 
 torch.manual_seed(0)
 CODEC = ToyCodec(tiny=True).eval()

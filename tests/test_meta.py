@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 import test_hooks
 from neckkit import hookspecs
 

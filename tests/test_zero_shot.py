@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from neckkit import NeckkitError
 from neckkit.plugins.encoders.clip import build_clip
 from neckkit.zero_shot import (

@@ -9,9 +9,8 @@ repeating literals.
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, Field, model_validator
-
 from neckkit.config.base import NeckkitConfig
+from pydantic import ConfigDict, Field, model_validator
 
 
 class NeckConfig(NeckkitConfig):

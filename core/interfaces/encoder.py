@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import abc
 
-from torch import Tensor, nn
-
 from neckkit.errors import NeckkitError
+from torch import Tensor, nn
 
 
 class VisualEncoder(nn.Module, metaclass=abc.ABCMeta):

@@ -5,9 +5,8 @@ from __future__ import annotations
 import abc
 from typing import Any
 
-from torch import Tensor, nn
-
 from neckkit.interfaces.encoder import VisualEncoder
+from torch import Tensor, nn
 
 
 class MLLM(nn.Module, metaclass=abc.ABCMeta):

@@ -14,13 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
-
-from neckkit.preprocess import OPENAI_MEAN, OPENAI_STD, resize_center_crop_normalize
 from neckkit.errors import NeckkitError
 from neckkit.interfaces import VisualEncoder
+from neckkit.preprocess import OPENAI_MEAN, OPENAI_STD, resize_center_crop_normalize
 from neckkit.weights import seeded_init
-
+from torch import Tensor, nn
 
 
 @dataclass(frozen=True)

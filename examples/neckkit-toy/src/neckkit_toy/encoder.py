@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
 from neckkit import NeckkitError, VisualEncoder
+from torch import Tensor, nn
 
 
 class ToyViT(VisualEncoder):
