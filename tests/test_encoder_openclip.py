@@ -165,7 +165,7 @@ def test_entry_layer_is_validated() -> None:
 
 def test_openclip_without_model_explains_usage() -> None:
     message = one_line_error("needs an open_clip model name", build_openclip)
-    assert "--encoder-opt model=ViT-B-16" in message and "pretrained=" in message
+    assert "model='ViT-B-16' with pretrained='laion2b_s34b_b88k'" in message
     message = one_line_error("needs pretrained=", build_openclip, model="ViT-B-16")
     assert "laion2b_s34b_b88k" in message and "random_init=true" in message
 
@@ -299,7 +299,7 @@ def test_builtin_plugin_registers_both_encoders(host: PluginHost) -> None:
     assert eva.info.pretrained == ("merged2b_s4b_b131k",)
     assert {"pretrained", "tiny", "random_init", "entry_layer"} <= eva.info.options.keys()
     assert {"model", "pretrained", "tiny", "random_init", "entry_layer"} <= generic.info.options.keys()
-    one_line_error("--encoder openclip --encoder-opt model=", generic.build)
+    one_line_error("needs an open_clip model name, e.g. model='ViT-B-16'", generic.build)
     built = generic.build(tiny=True, entry_layer=1)  # a bare tiny=True builds ViT-B-16's family
     assert (built.model_name, built.kind, built.entry_layer, built.grid) == ("ViT-B-16", "vit", 1, 14)
     assert host.failed == []

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 from neckkit.errors import NeckkitError
+from neckkit.hub import hub_location, hub_offline
 from neckkit.interfaces import VisualEncoder
 from neckkit.preprocess import OPENAI_MEAN, OPENAI_STD, resize_square_normalize
 from neckkit.weights import seeded_init
@@ -54,10 +55,6 @@ def blip2_vision_config(tiny: bool) -> Any:
 
 
 # -- locating and reading the weights ----------------------------------------------------------
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
 
 
 def _looks_like_path(weights: str) -> bool:
@@ -92,8 +89,7 @@ class _Source:
     def where(self) -> str:
         if self.hub_id is None:
             return f"the local folder {self.weights!r}"
-        cache = "the Hugging Face cache (HF_HUB_OFFLINE is set)" if _offline() else "the Hugging Face Hub"
-        return f"{self.hub_id!r} from {cache}"
+        return f"{self.hub_id!r} from {hub_location()}"
 
     def hint(self, files: list[str] | None = None) -> str:
         """What to do about missing files, for the end of an error line."""
@@ -108,7 +104,7 @@ class _Source:
         from huggingface_hub.errors import HFValidationError
 
         try:
-            return Path(snapshot_download(self.hub_id, allow_patterns=patterns, local_files_only=_offline()))
+            return Path(snapshot_download(self.hub_id, allow_patterns=patterns, local_files_only=hub_offline()))
         except HFValidationError:
             raise NeckkitError(
                 f"BLIP-2 weights {self.weights!r} are neither a local folder nor a hub id like {HUB_ID!r}"

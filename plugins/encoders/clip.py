@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from neckkit.errors import NeckkitError
+from neckkit.hub import hub_location, hub_offline
 from neckkit.interfaces import VisualEncoder
 from neckkit.preprocess import OPENAI_MEAN, OPENAI_STD, resize_center_crop_normalize
 from neckkit.weights import seeded_init
@@ -59,11 +60,10 @@ def load_clip_model(weights: str, image_size: int) -> Any:
     """``CLIPModel.from_pretrained`` with one clear line when the weights cannot be found."""
     from transformers import CLIPModel
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
     try:
-        model = CLIPModel.from_pretrained(weights, local_files_only=offline)
+        model = CLIPModel.from_pretrained(weights, local_files_only=hub_offline())
     except (OSError, ValueError) as error:
-        where = "the local folder" if os.path.isdir(weights) else "the Hugging Face cache (HF_HUB_OFFLINE is set)" if offline else "the Hugging Face Hub"
+        where = "the local folder" if os.path.isdir(weights) else hub_location()
         raise NeckkitError(
             f"cannot load CLIP weights {weights!r} from {where}: {str(error).splitlines()[0]}. "
             f"Download them (`hf download {weights}`), pass --encoder-weights /path/to/folder, or use --random-init"

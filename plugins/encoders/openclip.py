@@ -33,6 +33,7 @@ from typing import Any
 import torch
 import torchvision.transforms.v2.functional as TF
 from neckkit.errors import NeckkitError
+from neckkit.hub import hub_location
 from neckkit.interfaces import VisualEncoder
 from neckkit.preprocess import resize_center_crop_normalize, resize_square_normalize
 from neckkit.weights import seeded_init
@@ -49,7 +50,7 @@ TINY_TEXT_LAYERS = 2
 TINY_EMBED_DIM = 16
 OPENCLIP_USAGE = (
     "the openclip encoder needs an open_clip model name, e.g. "
-    "`--encoder openclip --encoder-opt model=ViT-B-16 --encoder-opt pretrained=laion2b_s34b_b88k` "
+    "model='ViT-B-16' with pretrained='laion2b_s34b_b88k' "
     "(open_clip.list_models() lists the names, open_clip.list_pretrained() the tags)"
 )
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".npz")
@@ -245,8 +246,7 @@ def load_openclip_model(
     except Exception as error:  # download, unpickling and state-dict errors all end here
         detail = _reason(error)
         if tag_cfg:
-            offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
-            where = "the Hugging Face cache (HF_HUB_OFFLINE is set)" if offline else "the Hugging Face Hub"
+            where = hub_location()
             raise NeckkitError(
                 f"cannot load open_clip weights {model}/{pretrained} from {where}: {detail}. "
                 f"Download them ({_download_hint(tag_cfg)}), pass pretrained=/path/to/checkpoint, or use random_init=true"
