@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from neckkit.errors import PluginError, UnknownComponentError
+from neckkit.errors import NeckkitError, PluginError, UnknownComponentError
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 ComponentKind = Literal["codec", "encoder", "mllm"]
@@ -85,8 +85,18 @@ class Component:
     info: ComponentInfo
 
     def build(self, **options: Any) -> Any:
-        """Build the component with the factory's keyword options."""
-        return self.factory(**options)
+        """Build the component with the factory's keyword options.
+
+        An option the factory does not take is one error naming the options it documents.
+        """
+        try:
+            return self.factory(**options)
+        except TypeError as error:
+            if "unexpected keyword argument" not in str(error):
+                raise
+            unknown = str(error).rsplit("argument", 1)[-1].strip(" '\"")
+            accepted = ", ".join(sorted(self.info.options)) or "none documented"
+            raise NeckkitError(f"{self.kind} {self.name!r} does not accept option {unknown!r} (accepts: {accepted})") from None
 
 
 def lazy_factory(target: str, **bound: Any) -> Callable[..., Any]:

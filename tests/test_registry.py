@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from neckkit import PluginError, UnknownComponentError, hookimpl
+from neckkit import NeckkitError, PluginError, UnknownComponentError, hookimpl
 from neckkit.plugin_manager import PluginHost
 from neckkit.registry import NAME_PATTERN, ComponentRegistry, check_name, make_component
 
@@ -112,3 +112,13 @@ def test_registry_lists_components_sorted_by_name() -> None:
     for name in ["llava-1.5", "blip2", "toy"]:
         registry.add(make_component("mllm", "p", name, dict, {"description": name}))
     assert [component.name for component in registry] == ["blip2", "llava-1.5", "toy"]
+
+
+def test_unknown_factory_option_names_the_documented_ones() -> None:
+    def factory(tiny: bool = False) -> dict:
+        return {"tiny": tiny}
+
+    component = make_component("codec", "p", "toy", factory, {"description": "x", "options": {"tiny": "small"}})
+    assert component.build(tiny=True) == {"tiny": True}
+    with pytest.raises(NeckkitError, match=r"^codec 'toy' does not accept option 'quality' \(accepts: tiny\)$"):
+        component.build(quality=3)

@@ -1,0 +1,80 @@
+"""Reading and writing image files as [1, 3, H, W] tensors in [0, 1]."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from neckkit.errors import NeckkitError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode as RGB: grayscale is repeated, alpha is composited over white."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def image_to_tensor(image: Image.Image) -> Tensor:
+    """PIL image -> [1, 3, H, W] float32 in [0, 1]."""
+    array = np.asarray(to_rgb(image), dtype=np.uint8)  # [H, W, 3]
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+
+
+def load_image(path: str | Path) -> Tensor:
+    """Read an image file as [1, 3, H, W] in [0, 1]; anything unreadable is one clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise NeckkitError(f"image {path} does not exist")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image_to_tensor(image)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        raise NeckkitError(f"{path} is not a readable image ({type(error).__name__}: {error})") from None
+
+
+def tensor_to_image(x: Tensor) -> Image.Image:
+    """[1, 3, H, W] or [3, H, W] in [0, 1] -> 8-bit RGB PIL image (rounded)."""
+    if x.ndim == 4:
+        if x.shape[0] != 1:
+            raise ValueError(f"expected one image, got a batch of {x.shape[0]}")
+        x = x[0]
+    array = (x.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(array, mode="RGB")
+
+
+def save_image(x: Tensor, path: str | Path) -> Path:
+    """Write an image atomically (temporary file, then rename); format from the suffix."""
+    path = Path(path)
+    image_format = Image.registered_extensions().get(path.suffix.lower())
+    if image_format is None:
+        raise NeckkitError(f"cannot write {path}: unknown image suffix {path.suffix!r} (use .png, .jpg, ...)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = tensor_to_image(x)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix, delete=False) as handle:
+        temporary = Path(handle.name)
+    try:
+        image.save(temporary, format=image_format)
+        os.replace(temporary, path)
+    except Exception:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def find_images(folder: str | Path) -> list[Path]:
+    """Image files in ``folder`` (recursively, sorted), by suffix."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
