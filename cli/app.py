@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import click
 import typer
 from neckkit import __version__
-from neckkit.cli import list_plugins
+from neckkit.cli import compress, decompress, list_plugins
 from neckkit.errors import NeckkitError
 from neckkit.plugin_manager import PluginHost
 from typer.core import TyperGroup
@@ -38,7 +38,7 @@ class NeckkitGroup(TyperGroup):
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
+        except (click.exceptions.Exit, typer.Exit, typer.Abort, click.ClickException, click.Abort):
             raise
         except Exception as error:
             if ctx.meta.get(DEBUG_KEY):
@@ -83,5 +83,7 @@ def build_app(host: PluginHost) -> typer.Typer:
                 )
 
     app.command("list-plugins")(list_plugins.list_plugins)
+    app.command("compress")(compress.compress)
+    app.command("decompress")(decompress.decompress)
     host.add_commands(app)
     return app

@@ -1,12 +1,15 @@
-"""Padding images to a codec's multiple and cropping back (CompressAI's ``compute_padding``)."""
+"""Padding images to a codec's multiple and cropping back (CompressAI's ``compute_padding``).
+
+torch and CompressAI are imported inside the functions, so :class:`Padding` is cheap to import
+(the ``.nk`` reader uses it).
+"""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import torch.nn.functional as F
-from compressai.ops import compute_padding
-from torch import Tensor
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 class Padding(NamedTuple):
@@ -20,6 +23,9 @@ class Padding(NamedTuple):
 
 def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, Padding]:
     """Zero-pad [B, C, H, W] symmetrically so H and W are multiples of ``multiple``."""
+    import torch.nn.functional as F
+    from compressai.ops import compute_padding
+
     height, width = x.shape[-2:]
     pad, _ = compute_padding(height, width, min_div=multiple)
     padding = Padding(*pad)

@@ -33,7 +33,7 @@ def test_list_plugins_json_has_exactly_the_documented_shape(runner: CliRunner, t
     listing = json.loads(result.stdout)
     assert set(listing) == {"plugins", "components", "failed"}
     assert set(listing["components"]) == {"codecs", "encoders", "mllms"}
-    builtins = [{"name": name, "version": __version__, "hooks": ["register_encoders"]} for name in BUILTIN_PLUGINS]
+    builtins = [{"name": name, "version": __version__, "hooks": list(toy_plugin.hook_names(name))} for name in BUILTIN_PLUGINS]
     assert listing["plugins"] == [
         *builtins,
         {

@@ -1,0 +1,46 @@
+"""Building codecs (and later encoders, MLLMs) from command-line options, shared by commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from neckkit.config.base import parse_override
+from neckkit.errors import NeckkitError
+from neckkit.plugin_manager import PluginHost
+from neckkit.registry import ComponentKind
+
+
+def parse_component_options(items: list[str] | None) -> dict[str, Any]:
+    """``["variant=official", "N=64"]`` -> ``{"variant": "official", "N": 64}`` (YAML scalars)."""
+    options: dict[str, Any] = {}
+    for item in items or []:
+        path, value = parse_override(item)
+        if len(path) != 1:
+            raise NeckkitError(f"component option {item!r} must look like name=value")
+        options[path[0]] = value
+    return options
+
+
+def codec_options(
+    quality: int | None, weights: str | None, tiny: bool, random_init: bool, extra: list[str] | None
+) -> dict[str, Any]:
+    """Factory options from the common codec flags; unset flags are left out."""
+    options = parse_component_options(extra)
+    for key, value in (("quality", quality), ("weights", weights), ("tiny", tiny), ("random_init", random_init)):
+        if value not in (None, False):
+            options[key] = value
+    return options
+
+
+def build_component(host: PluginHost, kind: ComponentKind, name: str, options: dict[str, Any]) -> tuple[str, Any]:
+    """The component's canonical name and the built object.
+
+    Random initialisation is seeded, so a ``--random-init`` codec used by ``compress`` and by
+    ``decompress`` has the same weights (and fingerprint) in both processes.
+    """
+    from neckkit.weights import seeded_init
+
+    component = host.components(kind).get(name)
+    with seeded_init(0):
+        built = component.build(**options)
+    return component.name, built

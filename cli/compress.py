@@ -1,0 +1,128 @@
+"""``neckkit compress``: images to ``.nk`` bitstreams, with real and estimated bit rates."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from neckkit.cli.components import build_component, codec_options
+from neckkit.cli.report import print_table, progress
+from neckkit.errors import NeckkitError
+
+NK_SUFFIX = ".nk"
+
+
+def expand_inputs(inputs: list[Path]) -> list[Path]:
+    """Image files as given, folders replaced by the images inside them."""
+    from neckkit.images import find_images
+
+    paths: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            found = find_images(item)
+            if not found:
+                raise NeckkitError(f"folder {item} holds no images")
+            paths.extend(found)
+        else:
+            paths.append(item)
+    return paths
+
+
+def output_paths(images: list[Path], output: Path) -> list[Path]:
+    """One ``.nk`` path per image: ``output`` itself for one image, else files inside the folder ``output``."""
+    if len(images) == 1 and not output.is_dir() and not str(output).endswith(("/", "\\")):
+        return [output]
+    if output.exists() and not output.is_dir():
+        raise NeckkitError(f"-o {output} must be a folder when compressing {len(images)} images")
+    targets = [output / f"{image.stem}{NK_SUFFIX}" for image in images]
+    seen: dict[Path, Path] = {}
+    for image, target in zip(images, targets, strict=True):
+        if target in seen:
+            raise NeckkitError(f"{seen[target]} and {image} would both be written to {target}; compress them separately")
+        seen[target] = image
+    return targets
+
+
+def compress_one(codec: Any, name: str, options: dict[str, Any], fingerprint: str, image: Path, target: Path) -> dict[str, Any]:
+    """Compress one image into ``target`` and measure its rates."""
+    import torch
+    from neckkit.bitstream import NkFile, bpp, write_nk
+    from neckkit.images import load_image
+    from neckkit.interfaces import estimated_bits
+    from neckkit.padding import pad_to_multiple
+
+    x = load_image(image)  # [1, 3, H, W]
+    height, width = x.shape[-2:]
+    padded, padding = pad_to_multiple(x, codec.pad_multiple)
+    with torch.no_grad():
+        start = time.perf_counter()
+        payload = codec.compress(padded)
+        encode_seconds = time.perf_counter() - start
+        estimated = float(estimated_bits(codec.analyze(padded).likelihoods))
+    nk = NkFile.from_payload(
+        payload, codec=name, fingerprint=fingerprint, original_size=(height, width), padding=padding, options=options
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_nk(target, nk)
+    rates = bpp(nk)
+    return {
+        "image": str(image),
+        "output": str(target),
+        "height": height,
+        "width": width,
+        "file_bytes": rates.file_bytes,
+        "payload_bytes": rates.payload_bytes,
+        "file_bpp": rates.file_bpp,
+        "payload_bpp": rates.payload_bpp,
+        "estimated_bpp": estimated / rates.pixels,
+        "encode_seconds": encode_seconds,
+    }
+
+
+def compress(
+    ctx: typer.Context,
+    images: list[Path] = typer.Argument(..., help="Image files, or folders of images.", show_default=False),
+    codec: str = typer.Option(..., "--codec", "-c", help="Registered codec name (see neckkit list-plugins)."),
+    output: Path = typer.Option(..., "--output", "-o", help="The .nk file, or a folder for several images."),
+    quality: int | None = typer.Option(None, "--quality", "-q", help="Codec quality with known weights."),
+    codec_weights: Path | None = typer.Option(None, "--codec-weights", help="Codec state dict file."),
+    tiny: bool = typer.Option(False, "--tiny", help="Tiny random-init codec (tests, quick start)."),
+    random_init: bool = typer.Option(False, "--random-init", help="Real-size codec with random weights."),
+    codec_opt: list[str] | None = typer.Option(None, "--codec-opt", help="Other codec option, name=value."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Compress images into .nk bitstreams; prints real (file), payload and estimated bits per pixel."""
+    from neckkit.bitstream import codec_fingerprint
+
+    paths = expand_inputs(images)
+    targets = output_paths(paths, output)
+    weights = str(codec_weights) if codec_weights is not None else None
+    options = codec_options(quality, weights, tiny, random_init, codec_opt)
+    name, model = build_component(ctx.obj.host, "codec", codec, options)
+    model.eval()
+    fingerprint = codec_fingerprint(model)
+    stored = {key: value for key, value in options.items() if key != "weights"}  # no local paths in files
+    results, failed = [], []
+    for image, target in progress(list(zip(paths, targets, strict=True)), "compressing", enabled=len(paths) > 1 and not as_json):
+        try:
+            results.append(compress_one(model, name, stored, fingerprint, image, target))
+        except NeckkitError as error:
+            message = str(error) if str(image) in str(error) else f"{image}: {error}"
+            failed.append({"image": str(image), "error": message})
+            typer.echo(f"Error: {message}", err=True)
+    if as_json:
+        typer.echo(json.dumps({"codec": name, "fingerprint": fingerprint, "images": results, "failed": failed}, indent=2))
+    else:
+        print_table(
+            ["image", "output", "size", "file bpp", "payload bpp", "estimated bpp", "encode s"],
+            [
+                [r["image"], r["output"], f"{r['width']}x{r['height']}", f"{r['file_bpp']:.4f}",
+                 f"{r['payload_bpp']:.4f}", f"{r['estimated_bpp']:.4f}", f"{r['encode_seconds']:.3f}"]
+                for r in results
+            ],
+        )
+    if failed:
+        raise typer.Exit(1)

@@ -1,0 +1,74 @@
+"""``neckkit decompress``: a ``.nk`` bitstream back to an image (the human path), or only its latent."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from neckkit.cli.components import build_component
+from neckkit.cli.report import print_table
+from neckkit.errors import NeckkitError
+
+MAX_DECODE_PIXELS = 1 << 28  # 16384 x 16384: refuse files that claim larger images
+
+
+def check_geometry(nk: Any, codec: Any, source: str) -> None:
+    """Refuse a header whose sizes cannot come from this codec, before anything is allocated."""
+    height, width = nk.original_size
+    left, right, top, bottom = nk.padding
+    padded = (height + top + bottom, width + left + right)
+    if padded[0] * padded[1] > MAX_DECODE_PIXELS:
+        raise NeckkitError(f"{source} claims a {padded[1]}x{padded[0]} image, larger than neckkit decodes")
+    multiple = codec.pad_multiple
+    if any(side % multiple for side in padded) or any(pad >= multiple for pad in nk.padding):
+        raise NeckkitError(f"{source}: padding {list(nk.padding)} does not fit the codec's multiple of {multiple}")
+    if any(dim > max(padded) for dim in nk.shape):
+        raise NeckkitError(f"{source}: latent shape {list(nk.shape)} is larger than the image")
+
+
+def decompress(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., help="A .nk file written by neckkit compress.", show_default=False),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Image to write (.png, .jpg, ...)."),
+    codec_weights: Path | None = typer.Option(None, "--codec-weights", help="The codec weights used to compress."),
+    latent_only: bool = typer.Option(False, "--latent-only", help="Entropy-decode the latent only; no synthesis."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Decode a .nk file: reconstruct the image for human viewing, or with --latent-only just the latent."""
+    import torch
+    from neckkit.bitstream import check_codec, codec_fingerprint, read_nk
+    from neckkit.images import save_image
+    from neckkit.padding import Padding, crop_padding
+
+    if output is None and not latent_only:
+        raise NeckkitError("pass -o IMAGE.png for the reconstruction, or --latent-only")
+    nk = read_nk(file)
+    options = dict(nk.options)
+    if codec_weights is not None:
+        options["weights"] = str(codec_weights)
+    name, codec = build_component(ctx.obj.host, "codec", nk.codec, options)
+    codec.eval()
+    check_codec(nk, name, codec_fingerprint(codec), source=str(file))
+    check_geometry(nk, codec, str(file))
+    result: dict[str, Any] = {"file": str(file), "codec": name, "synthesis": not latent_only}
+    with torch.no_grad():
+        start = time.perf_counter()
+        y_hat = codec.decompress_latent(nk.to_payload())
+        result["latent_seconds"] = time.perf_counter() - start
+        result["latent_shape"] = list(y_hat.shape)
+        if not latent_only:
+            start = time.perf_counter()
+            x_hat = crop_padding(codec.synthesize(y_hat), Padding(*nk.padding))
+            result["synthesis_seconds"] = time.perf_counter() - start
+            result["output"] = str(save_image(x_hat, output))
+            result["height"], result["width"] = nk.original_size
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        print_table(
+            ["field", "value"],
+            [[key, f"{value:.3f}" if isinstance(value, float) else str(value)] for key, value in result.items()],
+        )
