@@ -7,6 +7,10 @@ import sys
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: load plugins (in every process, torchrun workers too), run."""
+    import warnings
+
+    # compressai 1.2.8 scripts helpers with torch.jit at import: a warning users cannot act on.
+    warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
     from neckkit.cli.app import build_app
     from neckkit.plugin_manager import get_host
 

@@ -47,7 +47,8 @@ def decompress(
         raise NeckkitError("pass -o IMAGE.png for the reconstruction, or --latent-only")
     nk = read_nk(file)
     options = dict(nk.options)
-    if codec_weights is not None:
+    if codec_weights is not None:  # the given weights replace the random ones the file may name
+        options = {key: value for key, value in options.items() if key not in ("tiny", "random_init", "seed")}
         options["weights"] = str(codec_weights)
     name, codec = build_component(ctx.obj.host, "codec", nk.codec, options)
     codec.eval()

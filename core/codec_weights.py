@@ -22,6 +22,7 @@ from torch import Tensor, nn
 CODER_TABLES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 WRAPPER_KEYS = ("state_dict", "model", "net")
 STRIPPED_SUBSTRINGS = ("module.",)
+CODEC_WRAPPER_PREFIX = "model."  # neckkit codec adapters keep the CompressAI model as .model
 
 
 def read_checkpoint(path: str | Path) -> Any:
@@ -59,6 +60,8 @@ def extract_state_dict(checkpoint: Any, source: str = "checkpoint") -> dict[str,
         for substring in STRIPPED_SUBSTRINGS:
             clean = clean.replace(substring, "")
         tensors[clean] = value
+    if all(key.startswith(CODEC_WRAPPER_PREFIX) for key in tensors):  # a neckkit codec's own state dict
+        tensors = {key[len(CODEC_WRAPPER_PREFIX) :]: value for key, value in tensors.items()}
     return tensors
 
 

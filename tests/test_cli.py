@@ -42,7 +42,7 @@ def test_list_plugins_json_has_exactly_the_documented_shape(runner: CliRunner, t
             "hooks": ["register_codecs", "register_commands", "register_encoders", "register_mllms"],
         },
     ]
-    assert listing["components"]["codecs"] == [
+    assert [row for row in listing["components"]["codecs"] if row["plugin"] == "neckkit-toy"] == [
         {
             "name": "toy-codec",
             "plugin": "neckkit-toy",
@@ -89,11 +89,11 @@ def test_other_commands_warn_about_failed_plugins_on_stderr(runner: CliRunner, t
 
 
 @pytest.fixture
-def two_elics(host: PluginHost) -> PluginHost:
-    """Two plugins that both register a codec named ``elic``."""
-    host.register(first_elic, "neckkit-elic", "1.0")
-    host.register(second_elic, "neckkit-other-elic", "1.0")
-    return host
+def two_elics(bare_host: PluginHost) -> PluginHost:
+    """Two plugins that both register a codec named ``elic`` (and no built-in one)."""
+    bare_host.register(first_elic, "neckkit-elic", "1.0")
+    bare_host.register(second_elic, "neckkit-other-elic", "1.0")
+    return bare_host
 
 
 def test_duplicate_name_is_one_error_line_and_exit_1(runner: CliRunner, two_elics: PluginHost) -> None:

@@ -102,3 +102,10 @@ def test_missing_or_broken_files_are_one_line(tmp_path: Path, content: bytes | N
 def test_non_state_dicts_are_refused(checkpoint, message: str) -> None:
     with pytest.raises(NeckkitError, match=message):
         extract_state_dict(checkpoint)
+
+
+def test_neckkit_codec_state_dict_with_model_prefix_is_unwrapped() -> None:
+    state = {"model.g_a.0.weight": torch.zeros(1), "model.h_a.0.bias": torch.ones(1)}
+    assert set(extract_state_dict(state)) == {"g_a.0.weight", "h_a.0.bias"}
+    mixed = {"model.g_a.0.weight": torch.zeros(1), "g_s.0.bias": torch.ones(1)}
+    assert set(extract_state_dict(mixed)) == {"model.g_a.0.weight", "g_s.0.bias"}

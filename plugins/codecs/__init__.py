@@ -1,1 +1,67 @@
-"""Built-in codec plugins (`neckkit.plugins.codecs.<name>`, one module per codec)."""
+"""Built-in codec plugin: registers every codec in this package.
+
+``compressai_codecs``: ELIC (CompressAI's ``Elic2022Chandelier``, the re-implementation the paper
+used, or ``Elic2022Official``) and CompressAI zoo models; ``tic``: TIC's hyperprior variant on
+Swin-transformer stages. The factories are lazy, so listing codecs never imports torch.
+"""
+
+from __future__ import annotations
+
+from neckkit.hookspecs import hookimpl
+from neckkit.registry import RegisterCallback, lazy_factory
+
+TINY_HELP = "tiny widths, random init (tests, quick start)"
+WEIGHTS_HELP = "CompressAI-style state dict file (.pth/.pth.tar; wrapped or module.-prefixed is fine)"
+RANDOM_HELP = "real-size architecture, random weights"
+SEED_HELP = "seed of the random init for tiny / random_init (default 0)"
+ZOO = {
+    # name: (description, qualities with CompressAI pretrained weights)
+    "bmshj2018-hyperprior": ("Ballé et al. 2018 scale hyperprior (CompressAI zoo)", tuple(range(1, 9))),
+    "mbt2018-mean": ("Minnen et al. 2018 mean-scale hyperprior (CompressAI zoo)", tuple(range(1, 9))),
+    "cheng2020-anchor": ("Cheng et al. 2020 anchor, autoregressive context (CompressAI zoo)", tuple(range(1, 7))),
+}
+
+
+@hookimpl
+def register_codecs(register: RegisterCallback) -> None:
+    register(
+        "elic",
+        lazy_factory("neckkit.plugins.codecs.compressai_codecs:build_elic"),
+        description="ELIC (He et al. 2022), CompressAI's Elic2022Chandelier as in the paper; N=192, M=320",
+        tiny=True,
+        options={
+            "weights": WEIGHTS_HELP + "; the paper's released d1/d2/d3 files are read too",
+            "variant": "chandelier (default, the paper's) or official (Elic2022Official)",
+            "tiny": TINY_HELP,
+            "random_init": RANDOM_HELP,
+            "seed": SEED_HELP,
+        },
+    )
+    register(
+        "tic",
+        lazy_factory("neckkit.plugins.codecs.tic:build_tic"),
+        description="TIC hyperprior (Lu et al. 2022, TransTIC's TIC_hp): Swin stages, N=128, M=192",
+        tiny=True,
+        qualities=(1, 2, 3, 4),
+        options={
+            "weights": "TransTIC base_codec_<q>.pth.tar or another TIC_hp state dict file",
+            "quality": "1-4: which TransTIC base codec the weights file is (for messages and metadata)",
+            "tiny": TINY_HELP,
+            "random_init": RANDOM_HELP,
+        },
+    )
+    for name, (description, qualities) in ZOO.items():
+        register(
+            name,
+            lazy_factory("neckkit.plugins.codecs.compressai_codecs:build_zoo", model=name),
+            description=description,
+            tiny=True,
+            qualities=qualities,
+            options={
+                "quality": "CompressAI pretrained weights (downloaded into the torch hub cache)",
+                "weights": WEIGHTS_HELP,
+                "tiny": TINY_HELP,
+                "random_init": RANDOM_HELP,
+                "seed": SEED_HELP,
+            },
+        )
