@@ -311,11 +311,15 @@ class MeanScaleHyperpriorCodec(CompressAICodec):
 
 
 class AutoregressiveCodec(CompressAICodec):
-    """``cheng2020-anchor`` / ``mbt2018``: serial 5x5 masked context, as ``_compress_ar`` codes it.
+    """``cheng2020-anchor`` / ``mbt2018``: serial 5x5 masked context, coded position by position.
 
-    ``analyze`` replays the coder's raster scan (per position: masked conv on the 5x5 crop of the
-    already-quantised latent, then the 1x1 entropy-parameter network) to get the exact means; the
-    likelihoods then come from one parallel pass of the context model over the exact ``y_hat``.
+    CompressAI's ``_compress_ar`` runs the context model on a buffer whose not-yet-coded positions
+    still hold the unquantised ``y``, while ``_decompress_ar`` has zeros there. The masked weights
+    ignore those positions, but the convolution's arithmetic does not, so the encoder's means can
+    differ from the decoder's in the last bit. neckkit therefore encodes (and ``analyze`` replays)
+    on a zero-initialised buffer, exactly as the decoder sees it; the bitstream stays
+    CompressAI-decodable. The likelihoods come from one parallel context pass over the exact
+    ``y_hat``.
     """
 
     kernel_size = 5
@@ -324,7 +328,9 @@ class AutoregressiveCodec(CompressAICodec):
         m = self.model
         z_hat, z_likelihoods = _quantize_hyper(m.entropy_bottleneck, m.h_a(y))
         params = m.h_s(z_hat)
-        exact = self._serial_quantize(y.detach(), params.detach())
+        exact = torch.cat(
+            [self._serial_code(y[i : i + 1].detach(), params[i : i + 1].detach())[0] for i in range(y.size(0))]
+        )
         y_hat = _straight_through(exact, y)
         ctx_params = m.context_prediction(y_hat)
         scales, means = m.entropy_parameters(torch.cat((params, ctx_params), dim=1)).chunk(2, 1)
@@ -332,25 +338,51 @@ class AutoregressiveCodec(CompressAICodec):
         return y_hat, {"y": y_likelihoods, "z": z_likelihoods}
 
     @torch.no_grad()
-    def _serial_quantize(self, y: Tensor, params: Tensor) -> Tensor:
+    def _serial_code(self, y: Tensor, params: Tensor) -> tuple[Tensor, list[int], list[int]]:
+        """Raster-scan one image [1, M, h, w]: y_hat, and the symbols and scale indexes to code."""
         m = self.model
         k = self.kernel_size
         pad = (k - 1) // 2
         height, width = y.shape[-2:]
-        y_hat = F.pad(y, (pad, pad, pad, pad))
+        buffer = torch.zeros((1, y.size(1), height + 2 * pad, width + 2 * pad), dtype=y.dtype, device=y.device)
         masked_weight = m.context_prediction.weight * m.context_prediction.mask
-        bias = m.context_prediction.bias
+        symbols: list[int] = []
+        indexes: list[int] = []
+        for h in range(height):
+            for w in range(width):
+                crop = buffer[:, :, h : h + k, w : w + k]  # decoded so far, zeros ahead: as the decoder
+                ctx_p = F.conv2d(crop, masked_weight, bias=m.context_prediction.bias)
+                p = params[:, :, h : h + 1, w : w + 1]
+                gaussian_params = m.entropy_parameters(torch.cat((p, ctx_p), dim=1)).squeeze(3).squeeze(2)
+                scales, means = gaussian_params.chunk(2, 1)
+                y_q = m.gaussian_conditional.quantize(y[:, :, h, w], "symbols", means)
+                buffer[:, :, h + pad, w + pad] = y_q + means
+                symbols.extend(y_q.squeeze(0).tolist())
+                indexes.extend(m.gaussian_conditional.build_indexes(scales).squeeze(0).tolist())
+        return F.pad(buffer, (-pad, -pad, -pad, -pad)), symbols, indexes
+
+    @torch.no_grad()
+    def compress(self, x: Tensor) -> LatentPayload:
+        from compressai.ans import BufferedRansEncoder
+
+        self._check_image(x)
+        self._ensure_tables()
+        m = self.model
+        y = m.g_a(x)
+        z = m.h_a(y)
+        z_strings = m.entropy_bottleneck.compress(z)
+        z_hat = m.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
+        params = m.h_s(z_hat)
+        gc = m.gaussian_conditional
+        y_strings = []
         for i in range(y.size(0)):
-            item, item_params = y_hat[i : i + 1], params[i : i + 1]
-            for h in range(height):
-                for w in range(width):
-                    crop = item[:, :, h : h + k, w : w + k]
-                    ctx_p = F.conv2d(crop, masked_weight, bias=bias)
-                    p = item_params[:, :, h : h + 1, w : w + 1]
-                    gaussian_params = m.entropy_parameters(torch.cat((p, ctx_p), dim=1)).squeeze(3).squeeze(2)
-                    _, means = gaussian_params.chunk(2, 1)
-                    item[:, :, h + pad, w + pad] = torch.round(crop[:, :, pad, pad] - means) + means
-        return F.pad(y_hat, (-pad, -pad, -pad, -pad))
+            _, symbols, indexes = self._serial_code(y[i : i + 1], params[i : i + 1])
+            encoder = BufferedRansEncoder()
+            encoder.encode_with_indexes(
+                symbols, indexes, gc.quantized_cdf.tolist(), gc.cdf_length.tolist(), gc.offset.tolist()
+            )
+            y_strings.append(encoder.flush())
+        return LatentPayload(strings=[y_strings, list(z_strings)], shape=tuple(int(v) for v in z.size()[-2:]))
 
     def _decompress_latent(self, strings: list[list[bytes]], shape: tuple[int, ...]) -> Tensor:
         m = self.model

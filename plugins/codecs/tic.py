@@ -159,7 +159,9 @@ class RSTB(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         tokens = x.permute(0, 2, 3, 1)  # [B, H, W, C]: row-major tokens, TransTIC's patch_embed
-        return self.residual_group(tokens).permute(0, 3, 1, 2) + x
+        # Contiguous output: a channels-last view would make the next convolution pick another
+        # kernel than it does on the entropy decoder's (contiguous) tensors, off in the last bit.
+        return (self.residual_group(tokens).permute(0, 3, 1, 2) + x).contiguous()
 
 
 @dataclass(frozen=True)
