@@ -16,6 +16,7 @@ import statistics
 import time
 
 import torch
+
 from neckkit.plugin_manager import PluginHost
 
 

@@ -6,11 +6,12 @@ from dataclasses import dataclass
 
 import click
 import typer
+from typer.core import TyperGroup
+
 from neckkit import __version__
 from neckkit.cli import compress, decompress, list_plugins
 from neckkit.errors import NeckkitError
 from neckkit.plugin_manager import PluginHost
-from typer.core import TyperGroup
 
 DEBUG_KEY = "neckkit.debug"
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+
 from neckkit.cli.components import build_component, codec_options
 from neckkit.cli.report import print_table, progress
 from neckkit.errors import NeckkitError
@@ -49,6 +50,7 @@ def output_paths(images: list[Path], output: Path) -> list[Path]:
 def compress_one(codec: Any, name: str, options: dict[str, Any], fingerprint: str, image: Path, target: Path) -> dict[str, Any]:
     """Compress one image into ``target`` and measure its rates."""
     import torch
+
     from neckkit.bitstream import NkFile, bpp, write_nk
     from neckkit.images import load_image
     from neckkit.interfaces import estimated_bits

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+
 from neckkit.cli.components import build_component
 from neckkit.cli.report import print_table
 from neckkit.errors import NeckkitError
@@ -39,6 +40,7 @@ def decompress(
 ) -> None:
     """Decode a .nk file: reconstruct the image for human viewing, or with --latent-only just the latent."""
     import torch
+
     from neckkit.bitstream import check_codec, codec_fingerprint, read_nk
     from neckkit.images import save_image
     from neckkit.padding import Padding, crop_padding

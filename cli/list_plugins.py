@@ -6,10 +6,11 @@ import json
 from typing import Any
 
 import typer
-from neckkit.plugin_manager import PluginHost
-from neckkit.registry import KIND_PLURALS, ComponentKind, ComponentRegistry
 from rich.console import Console
 from rich.table import Table
+
+from neckkit.plugin_manager import PluginHost
+from neckkit.registry import KIND_PLURALS, ComponentKind, ComponentRegistry
 
 
 def plugin_listing(host: PluginHost) -> dict[str, Any]:

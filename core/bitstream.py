@@ -60,8 +60,9 @@ from neckkit.errors import NeckkitError
 from neckkit.padding import Padding
 
 if TYPE_CHECKING:
-    from neckkit.interfaces.codec import LatentPayload
     from torch import nn
+
+    from neckkit.interfaces.codec import LatentPayload
 
 __all__ = [
     "FORMAT_VERSION",

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from neckkit.errors import NeckkitError
 from torch import Tensor, nn
+
+from neckkit.errors import NeckkitError
 
 # Entropy-coder buffers that depend on the weights and are rebuilt by update(): their presence
 # and shape in a file never matter.

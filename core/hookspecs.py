@@ -12,6 +12,7 @@ import pluggy
 
 if TYPE_CHECKING:
     import typer
+
     from neckkit.registry import RegisterCallback
 
 PROJECT = "neckkit"

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from neckkit.errors import NeckkitError
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
+
+from neckkit.errors import NeckkitError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif")
 

@@ -24,6 +24,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 import pluggy
+
 from neckkit import hookspecs
 from neckkit.errors import PluginError
 from neckkit.registry import (

@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from neckkit.errors import NeckkitError, PluginError, UnknownComponentError
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from neckkit.errors import NeckkitError, PluginError, UnknownComponentError
 
 ComponentKind = Literal["codec", "encoder", "mllm"]
 COMPONENT_KINDS: tuple[ComponentKind, ...] = ("codec", "encoder", "mllm")

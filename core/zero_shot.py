@@ -14,9 +14,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from neckkit.errors import NeckkitError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
+
+from neckkit.errors import NeckkitError
 
 TextEncoder = Callable[[list[str]], Tensor]  # texts -> [N, embed_dim]
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from neckkit import bitstream
 from neckkit.bitstream import (
     FORMAT_VERSION,
@@ -608,6 +609,7 @@ def test_check_codec() -> None:
 
 def test_codec_fingerprint_ignores_coder_tables() -> None:
     import torch
+
     from neckkit.weights import fingerprint
 
     def make(table_size: int):

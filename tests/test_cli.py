@@ -7,12 +7,13 @@ import json
 import first_elic
 import pytest
 import second_elic
+from typer.testing import CliRunner
+
 from conftest import invoke
 from neckkit import __version__
 from neckkit.cli.app import one_line_error
 from neckkit.errors import NeckkitError
 from neckkit.plugin_manager import BUILTIN_PLUGINS, PluginHost
-from typer.testing import CliRunner
 
 
 def test_version_prints_the_installed_version(runner: CliRunner, host: PluginHost) -> None:

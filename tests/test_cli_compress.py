@@ -8,16 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import invoke
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from conftest import invoke
 from neckkit.bitstream import read_nk, write_nk
 from neckkit.images import load_image, save_image
 from neckkit.padding import crop_padding, pad_to_multiple
 from neckkit.plugin_manager import PluginHost
 from neckkit.weights import seeded_init
 from neckkit_toy import ToyCodec
-from typer.testing import CliRunner
 
 TOY = ["--codec", "toy", "--tiny"]
 

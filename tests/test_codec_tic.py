@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from compressai.models.utils import remap_old_keys
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from neckkit import NeckkitError, estimated_bits
 from neckkit.padding import crop_padding, pad_to_multiple
 from neckkit.plugins.codecs.tic import (

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from compressai.models import ScaleHyperprior
+
 from neckkit import NeckkitError
 from neckkit.codec_weights import extract_state_dict, load_codec_state, read_checkpoint
 

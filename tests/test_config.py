@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from neckkit import ConfigError
 from neckkit.config import (
     PAPER_FIGURES,

@@ -10,10 +10,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from safetensors.torch import load_file, save_file
+
 from neckkit.errors import NeckkitError
 from neckkit.plugin_manager import PluginHost
 from neckkit.plugins.encoders.blip2 import HUB_ID, Blip2Encoder, build_blip2_vision
-from safetensors.torch import load_file, save_file
 
 transformers = pytest.importorskip("transformers")
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from neckkit import NeckkitError
 from neckkit.plugin_manager import PluginHost
 from neckkit.plugins.encoders.clip import HFClipEncoder, build_clip

@@ -11,11 +11,12 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from timm.models.eva import Eva
+from torch import nn
+
 from neckkit import NeckkitError
 from neckkit.plugin_manager import PluginHost
 from neckkit.plugins.encoders.openclip import OpenClipEncoder, build_eva02_l, build_openclip
-from timm.models.eva import Eva
-from torch import nn
 
 TINY_TEXT = dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1)
 TINY_VISION = dict(image_size=112, patch_size=16, width=32, layers=3, head_width=16)

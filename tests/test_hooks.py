@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import torch
+from typer.testing import CliRunner
+
 from conftest import invoke
 from neckkit import MLLM, Codec, VisualEncoder
 from neckkit.plugin_manager import PluginHost
-from typer.testing import CliRunner
 
 
 def test_hook_register_codecs(toy_plugin: PluginHost) -> None:

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from neckkit import NeckkitError
 from neckkit.images import find_images, load_image, save_image, tensor_to_image
-from PIL import Image
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from neckkit import MLLM, Codec, LatentPayload, NeckkitError, VisualEncoder, estimated_bits
 from neckkit_toy import ToyCodec, ToyMLLM, ToyViT
 

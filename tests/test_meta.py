@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import test_hooks
+
 from neckkit import hookspecs
 
 REPO = Path(__file__).resolve().parents[1]

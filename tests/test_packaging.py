@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+
 from conftest import EXAMPLE, REPO
 
 # The README's two set-up commands; .ci/run must run exactly these.

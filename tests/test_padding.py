@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+
 from neckkit.padding import Padding, crop_padding, pad_to_multiple
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib import metadata
 
 import pytest
+
 from neckkit import plugin_manager
 from neckkit.plugin_manager import PluginFailure, PluginHost
 

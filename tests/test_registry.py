@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from neckkit import NeckkitError, PluginError, UnknownComponentError, hookimpl
 from neckkit.plugin_manager import PluginHost
 from neckkit.registry import NAME_PATTERN, ComponentRegistry, check_name, make_component

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
+
 from neckkit import PluginError
 from neckkit.preprocess import OPENAI_MEAN, OPENAI_STD, normalize, resize_center_crop_normalize, resize_square_normalize
 from neckkit.registry import lazy_factory
 from neckkit.weights import fingerprint, seeded_init
-from torch import nn
 
 
 def test_fingerprint_follows_values_names_and_dtypes_only() -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from neckkit import NeckkitError
 from neckkit.plugins.encoders.clip import build_clip
 from neckkit.zero_shot import (

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from neckkit.errors import ConfigError
 from neckkit.registry import describe_validation_error
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 ConfigT = TypeVar("ConfigT", bound="NeckkitConfig")

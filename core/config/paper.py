@@ -9,8 +9,9 @@ repeating literals.
 
 from __future__ import annotations
 
-from neckkit.config.base import NeckkitConfig
 from pydantic import ConfigDict, Field, model_validator
+
+from neckkit.config.base import NeckkitConfig
 
 
 class NeckConfig(NeckkitConfig):

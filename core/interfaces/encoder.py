@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import abc
 
-from neckkit.errors import NeckkitError
 from torch import Tensor, nn
+
+from neckkit.errors import NeckkitError
 
 
 class VisualEncoder(nn.Module, metaclass=abc.ABCMeta):

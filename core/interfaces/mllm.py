@@ -5,8 +5,9 @@ from __future__ import annotations
 import abc
 from typing import Any
 
-from neckkit.interfaces.encoder import VisualEncoder
 from torch import Tensor, nn
+
+from neckkit.interfaces.encoder import VisualEncoder
 
 
 class MLLM(nn.Module, metaclass=abc.ABCMeta):

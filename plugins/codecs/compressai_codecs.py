@@ -63,12 +63,13 @@ from compressai.models import (
     ScaleHyperprior,
 )
 from compressai.models.base import SimpleVAECompressionModel
+from torch import Tensor, nn
+
 from neckkit.codec_weights import CODER_TABLES, extract_state_dict, load_codec_state, read_checkpoint
 from neckkit.config.paper import ElicConfig
 from neckkit.errors import NeckkitError
 from neckkit.interfaces.codec import Analysis, Codec, LatentPayload
 from neckkit.weights import seeded_init
-from torch import Tensor, nn
 
 __all__ = [
     "ELIC_VARIANTS",

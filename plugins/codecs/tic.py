@@ -43,14 +43,15 @@ import torch
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.models import CompressionModel
 from compressai.ops import quantize_ste
+from timm.layers import trunc_normal_
+from timm.models.swin_transformer import SwinTransformerBlock
+from torch import Tensor, nn
+
 from neckkit.codec_weights import CODER_TABLES, extract_state_dict, load_codec_state, read_checkpoint
 from neckkit.config import TicConfig
 from neckkit.errors import NeckkitError
 from neckkit.interfaces import Analysis, Codec, LatentPayload
 from neckkit.weights import seeded_init
-from timm.layers import trunc_normal_
-from timm.models.swin_transformer import SwinTransformerBlock
-from torch import Tensor, nn
 
 __all__ = [
     "CONSTRUCTION_RESOLUTION",

@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
+
 from neckkit.errors import NeckkitError
 from neckkit.hub import hub_location, hub_offline
 from neckkit.interfaces import VisualEncoder
 from neckkit.preprocess import OPENAI_MEAN, OPENAI_STD, resize_square_normalize
 from neckkit.weights import seeded_init
-from torch import Tensor
 
 HUB_ID = "Salesforce/blip2-opt-2.7b"
 VISION_PREFIX = "vision_model."  # prefix of the vision tensors in a full BLIP-2 checkpoint

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import Tensor, nn
+
 from neckkit.errors import NeckkitError
 from neckkit.hub import hub_location, hub_offline
 from neckkit.interfaces import VisualEncoder
 from neckkit.preprocess import OPENAI_MEAN, OPENAI_STD, resize_center_crop_normalize
 from neckkit.weights import seeded_init
-from torch import Tensor, nn
 
 
 @dataclass(frozen=True)

@@ -32,12 +32,13 @@ from typing import Any
 
 import torch
 import torchvision.transforms.v2.functional as TF
+from torch import Tensor, nn
+
 from neckkit.errors import NeckkitError
 from neckkit.hub import hub_location
 from neckkit.interfaces import VisualEncoder
 from neckkit.preprocess import resize_center_crop_normalize, resize_square_normalize
 from neckkit.weights import seeded_init
-from torch import Tensor, nn
 
 EVA02_L_MODEL = "EVA02-L-14"
 EVA02_L_PRETRAINED = "merged2b_s4b_b131k"

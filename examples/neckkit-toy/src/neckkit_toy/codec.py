@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from compressai.entropy_models import EntropyBottleneck
 from compressai.ops import quantize_ste
-from neckkit import Analysis, Codec, LatentPayload
 from torch import Tensor, nn
+
+from neckkit import Analysis, Codec, LatentPayload
 
 
 class ToyCodec(Codec):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from neckkit import NeckkitError, VisualEncoder
 from torch import Tensor, nn
+
+from neckkit import NeckkitError, VisualEncoder
 
 
 class ToyViT(VisualEncoder):

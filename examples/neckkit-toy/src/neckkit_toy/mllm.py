@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from neckkit import MLLM, NeckkitError, VisualEncoder
 from torch import Tensor, nn
 
+from neckkit import MLLM, NeckkitError, VisualEncoder
 from neckkit_toy.encoder import ToyViT
 
 VOCABULARY = ("a", "photo", "of", "cat", "dog", "red", "blue", "small", "large", "scene", "object", ".")
