@@ -112,3 +112,17 @@ def test_mllm_rejects_unsupported_options_and_prompt_counts() -> None:
         MODEL.generate(tokens, "hi", num_beams=2)
     with pytest.raises(NeckkitError, match="got 3 prompts for 2 images"):
         MODEL.generate(tokens, ["a", "b", "c"])
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ((1, 3, 6, 8), r"ToyCodec: image size 6x8 is not a multiple of 4; pad it first"),
+        ((1, 1, 8, 8), r"ToyCodec codes \[B, 3, H, W\] images, got shape \[1, 1, 8, 8\]"),
+        ((3, 8, 8), r"ToyCodec codes \[B, 3, H, W\] images"),
+    ],
+)
+def test_codec_input_check_names_the_problem(shape: tuple[int, ...], message: str) -> None:
+    with pytest.raises(NeckkitError, match=message):
+        CODEC.check_input(torch.zeros(shape))
+    CODEC.check_input(torch.zeros(2, 3, 8, 12))  # a valid batch passes

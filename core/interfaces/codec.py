@@ -9,6 +9,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from neckkit.errors import NeckkitError
+
 
 class Analysis(NamedTuple):
     """What :meth:`Codec.analyze` returns."""
@@ -51,6 +53,18 @@ class Codec(nn.Module, metaclass=abc.ABCMeta):
     latent_channels: int
     stride: int
     pad_multiple: int
+
+    def check_input(self, x: Tensor) -> None:
+        """Refuse anything but a [B, 3, H, W] batch whose sides are multiples of :attr:`pad_multiple`."""
+        name = type(self).__name__
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise NeckkitError(f"{name} codes [B, 3, H, W] images, got shape {list(x.shape)}")
+        height, width = x.shape[-2:]
+        if height % self.pad_multiple or width % self.pad_multiple:
+            raise NeckkitError(
+                f"{name}: image size {height}x{width} is not a multiple of {self.pad_multiple}; "
+                "pad it first (neckkit.padding.pad_to_multiple)"
+            )
 
     @abc.abstractmethod
     def analyze(self, x: Tensor) -> Analysis:

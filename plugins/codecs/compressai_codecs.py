@@ -203,20 +203,10 @@ class CompressAICodec(Codec):
     def _latent_channels(self) -> int:
         return int(self.model.M)
 
-    def _check_image(self, x: Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise NeckkitError(f"{self.name} codes [B, 3, H, W] images, got shape {list(x.shape)}")
-        height, width = x.shape[-2:]
-        if height % self.pad_multiple or width % self.pad_multiple:
-            raise NeckkitError(
-                f"{self.name}: image size {height}x{width} is not a multiple of {self.pad_multiple}; "
-                "pad it first (neckkit.padding.pad_to_multiple)"
-            )
-
     # --- the Codec interface ----------------------------------------------------------------------
 
     def analyze(self, x: Tensor) -> Analysis:
-        self._check_image(x)
+        self.check_input(x)
         y = self.model.g_a(x)
         y_hat, likelihoods = self._analyze_latent(y)
         return Analysis(y_hat=y_hat, likelihoods=likelihoods)
@@ -229,7 +219,7 @@ class CompressAICodec(Codec):
 
     @torch.no_grad()
     def compress(self, x: Tensor) -> LatentPayload:
-        self._check_image(x)
+        self.check_input(x)
         self._ensure_tables()
         out = self.model.compress(x)
         shape = out["shape"]["hyper"] if isinstance(out["shape"], Mapping) else out["shape"]
@@ -366,7 +356,7 @@ class AutoregressiveCodec(CompressAICodec):
     def compress(self, x: Tensor) -> LatentPayload:
         from compressai.ans import BufferedRansEncoder
 
-        self._check_image(x)
+        self.check_input(x)
         self._ensure_tables()
         m = self.model
         y = m.g_a(x)

@@ -396,19 +396,9 @@ class TicCodec(Codec):
         self._tables_stale = True
         return result
 
-    def _check_input(self, x: Tensor) -> None:
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise NeckkitError(f"TIC codes [B, 3, H, W] images, got a tensor of shape {list(x.shape)}")
-        height, width = x.shape[-2:]
-        if height % self.pad_multiple or width % self.pad_multiple:
-            raise NeckkitError(
-                f"TIC needs height and width that are multiples of {self.pad_multiple}, got {height}x{width}: "
-                "pad with neckkit.padding.pad_to_multiple"
-            )
-
     # -- the Codec interface ------------------------------------------------------------------
     def analyze(self, x: Tensor) -> Analysis:
-        self._check_input(x)
+        self.check_input(x)
         model = self.model
         y = model.g_a(x)  # [B, M, H/16, W/16]
         z = model.h_a(y)  # [B, N, H/64, W/64]
@@ -425,7 +415,7 @@ class TicCodec(Codec):
 
     @torch.no_grad()
     def compress(self, x: Tensor) -> LatentPayload:
-        self._check_input(x)
+        self.check_input(x)
         self._ensure_tables()
         out = self.model.compress(x)
         return LatentPayload(strings=[list(stream) for stream in out["strings"]], shape=tuple(out["shape"]))
