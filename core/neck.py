@@ -1,0 +1,104 @@
+"""The transform-neck: maps a codec's quantised latent to a visual encoder's tokens at ``entry_layer``.
+
+Shape of the paper's neck (ELIC + CLIP ViT-L/14, 13,191,168 parameters)::
+
+    y_hat [B, 320, 16, 16] -> tokens [B, 256, 320] -> Linear -> [B, 256, 1024]
+    -> prepend class token, add the neck's own positions [257, 1024] -> LayerNorm
+    -> N CLIP-shaped transformer blocks (paper: 1; 16 heads, MLP x4, QuickGELU) -> [B, 257, 1024]
+
+The blocks are open_clip's ``ResidualAttentionBlock`` and the parameter names are those of the
+paper's released necks (``trans_latent_dim``, ``class_embedding``, ``positional_embedding``,
+``ln_pre``, ``transformer.resblocks.<i>``), so those files load as they are.
+
+Other input sizes: when the latent grid differs from the encoder's token grid (another image size,
+a non-square image, a 336-px encoder), the latent is resampled (bicubic) to the encoder's grid
+before the linear layer, so the encoder and any MLLM reading it see the token count they expect.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from neckkit.config.paper import NeckConfig
+from neckkit.errors import NeckkitError
+
+if TYPE_CHECKING:
+    from neckkit.interfaces import Codec, VisualEncoder
+
+ACTIVATIONS = ("quick_gelu", "gelu")
+
+
+class NeckTransformer(nn.Module):
+    """The neck's block stack (named ``transformer.resblocks`` as in CLIP and the released necks)."""
+
+    def __init__(self, width: int, num_blocks: int, num_heads: int, mlp_ratio: float, activation: str) -> None:
+        super().__init__()
+        from open_clip.transformer import LayerNorm, QuickGELU, ResidualAttentionBlock
+
+        act_layer = QuickGELU if activation == "quick_gelu" else nn.GELU
+        self.resblocks = nn.ModuleList(
+            ResidualAttentionBlock(width, num_heads, mlp_ratio, act_layer=act_layer, norm_layer=LayerNorm)
+            for _ in range(num_blocks)
+        )
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        for block in self.resblocks:
+            tokens = block(tokens)  # batch-first: [B, T, width]
+        return tokens
+
+
+class TransformNeck(nn.Module):
+    """Codec latent -> encoder tokens entering block ``entry_layer``."""
+
+    def __init__(
+        self,
+        latent_channels: int,
+        width: int,
+        grid: int,
+        class_token: bool = True,
+        config: NeckConfig | None = None,
+    ) -> None:
+        super().__init__()
+        config = config or NeckConfig()
+        if config.activation not in ACTIVATIONS:
+            raise NeckkitError(f"neck activation must be one of {', '.join(ACTIVATIONS)}, got {config.activation!r}")
+        if width % config.num_heads:
+            raise NeckkitError(f"neck width {width} is not divisible by num_heads={config.num_heads}")
+        self.latent_channels, self.width, self.grid = latent_channels, width, grid
+        self.config = config
+        from open_clip.transformer import LayerNorm  # computes in fp32 under half precision
+
+        scale = width**-0.5
+        self.trans_latent_dim = nn.Linear(latent_channels, width)
+        self.class_embedding = nn.Parameter(scale * torch.randn(width)) if class_token else None
+        self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + int(class_token), width))
+        self.ln_pre = LayerNorm(width)
+        self.transformer = NeckTransformer(width, config.num_blocks, config.num_heads, config.mlp_ratio, config.activation)
+
+    @classmethod
+    def for_pair(cls, codec: Codec, encoder: VisualEncoder, config: NeckConfig | None = None) -> TransformNeck:
+        """The neck between ``codec``'s latent and ``encoder``'s tokens."""
+        return cls(codec.latent_channels, encoder.width, encoder.grid, encoder.has_class_token, config)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.positional_embedding.shape[0]
+
+    def forward(self, y_hat: Tensor) -> Tensor:
+        """[B, latent_channels, h, w] -> [B, grid * grid (+ 1), width]."""
+        if y_hat.ndim != 4 or y_hat.shape[1] != self.latent_channels:
+            raise NeckkitError(
+                f"the neck expects a latent [B, {self.latent_channels}, h, w], got shape {list(y_hat.shape)}"
+            )
+        if tuple(y_hat.shape[-2:]) != (self.grid, self.grid):
+            y_hat = F.interpolate(y_hat, size=(self.grid, self.grid), mode="bicubic", align_corners=False)
+        tokens = self.trans_latent_dim(y_hat.flatten(2).transpose(1, 2))  # [B, grid*grid, width]
+        if self.class_embedding is not None:
+            cls = self.class_embedding.to(tokens.dtype).expand(tokens.shape[0], 1, -1)
+            tokens = torch.cat([cls, tokens], dim=1)  # [B, grid*grid+1, width]
+        tokens = self.ln_pre(tokens + self.positional_embedding.to(tokens.dtype))
+        return self.transformer(tokens)
