@@ -26,6 +26,17 @@ def normalize(x01: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tenso
     return (x01.clamp(0, 1) - mean_t) / std_t
 
 
+def resize_center_crop(x01: Tensor, resize: int, crop: int, interpolation: TF.InterpolationMode = BICUBIC) -> Tensor:
+    """Short side to ``resize`` (antialiased), then the centre ``crop x crop``, kept in [0, 1].
+
+    The paper's training crops: ``Resize(256)`` then ``CenterCrop(256)``.
+    """
+    _check_images(x01)
+    if min(x01.shape[-2:]) != resize:
+        x01 = TF.resize(x01, [resize], interpolation=interpolation, antialias=True)
+    return TF.center_crop(x01, [crop, crop]).clamp(0, 1)
+
+
 def resize_center_crop_normalize(
     x01: Tensor,
     size: int,
@@ -37,10 +48,7 @@ def resize_center_crop_normalize(
 
     [B, 3, H, W] in [0, 1] -> [B, 3, size, size].
     """
-    _check_images(x01)
-    if min(x01.shape[-2:]) != size:
-        x01 = TF.resize(x01, [size], interpolation=interpolation, antialias=True)
-    return normalize(TF.center_crop(x01, [size, size]), mean, std)
+    return normalize(resize_center_crop(x01, size, size, interpolation), mean, std)
 
 
 def resize_square_normalize(

@@ -1,0 +1,113 @@
+"""Training and evaluation images: ImageNet-style folders, plain folders, the bundled photos.
+
+- A folder whose sub-folders hold images is labelled. Sub-folders named by WordNet id
+  (``n01440764``) map onto the 1000 ImageNet-1k classes (label = ImageNet index, names from
+  open_clip's metadata); other sub-folder names are the class names themselves (``_`` as space).
+- A folder of images is unlabelled: distillation only.
+- No folder: the photos bundled with neckkit (unlabelled).
+
+Images are cropped as in the paper (resize the short side to 256, centre crop 256, kept in [0, 1]).
+Unreadable files are skipped and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from neckkit.config.paper import DataConfig
+from neckkit.errors import NeckkitError
+from neckkit.images import IMAGE_SUFFIXES, load_image
+from neckkit.preprocess import resize_center_crop
+
+WORDNET_ID = re.compile(r"^n\d{8}$")
+
+
+def imagenet_wordnet_ids() -> list[str]:
+    """The 1000 ImageNet-1k WordNet ids in class-index order (timm's bundled metadata)."""
+    from timm.data import ImageNetInfo
+
+    return list(ImageNetInfo().label_names())
+
+
+@dataclass
+class ImageSet(Dataset):
+    """Image files with optional labels; items are (image [3, crop, crop], label or -1)."""
+
+    paths: list[Path]
+    labels: list[int] | None = None
+    class_names: list[str] | None = None
+    config: DataConfig = field(default_factory=DataConfig)
+    skipped: list[str] = field(default_factory=list)  # "path: reason" of unreadable files
+
+    @property
+    def labelled(self) -> bool:
+        return self.labels is not None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int] | None:
+        """The cropped image and its label (-1 when unlabelled); ``None`` for an unreadable file."""
+        try:
+            image = load_image(self.paths[index])
+        except NeckkitError as error:
+            self.skipped.append(str(error))
+            return None
+        crop = resize_center_crop(image, self.config.resize, self.config.crop)[0]  # [3, crop, crop]
+        return crop, self.labels[index] if self.labels is not None else -1
+
+
+def collate_readable(items: list[tuple[Tensor, int] | None]) -> tuple[Tensor, Tensor, int]:
+    """Batch the readable items: (images [B, 3, S, S], labels [B], number skipped)."""
+    readable = [item for item in items if item is not None]
+    skipped = len(items) - len(readable)
+    if not readable:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), skipped
+    images = torch.stack([image for image, _ in readable])
+    labels = torch.tensor([label for _, label in readable], dtype=torch.long)
+    return images, labels, skipped
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def open_image_set(folder: str | Path | None = None, config: DataConfig | None = None) -> ImageSet:
+    """The images of ``folder`` (see the module docstring); the bundled photos when ``None``."""
+    config = config or DataConfig()
+    if folder is None:
+        from neckkit.samples import sample_images
+
+        return ImageSet(sample_images(), config=config)
+    root = Path(folder)
+    if not root.is_dir():
+        raise NeckkitError(f"data folder {root} does not exist")
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and _images_in(d))
+    if not class_dirs:
+        paths = _images_in(root)
+        if not paths:
+            raise NeckkitError(f"data folder {root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        return ImageSet(paths, config=config)
+    if all(WORDNET_ID.match(d.name) for d in class_dirs):
+        from neckkit.zero_shot import imagenet_class_names
+
+        index = {wnid: i for i, wnid in enumerate(imagenet_wordnet_ids())}
+        unknown = [d.name for d in class_dirs if d.name not in index]
+        if unknown:
+            raise NeckkitError(f"data folder {root}: {unknown[0]} is not an ImageNet-1k WordNet id")
+        class_names, class_of = imagenet_class_names(), {d.name: index[d.name] for d in class_dirs}
+    else:
+        class_names = [d.name.replace("_", " ") for d in class_dirs]
+        class_of = {d.name: i for i, d in enumerate(class_dirs)}
+    paths, labels = [], []
+    for directory in class_dirs:
+        for path in _images_in(directory):
+            paths.append(path)
+            labels.append(class_of[directory.name])
+    return ImageSet(paths, labels, class_names, config=config)
