@@ -9,7 +9,7 @@ other weights: they are rebuilt with ``update()`` after loading, so coding alway
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from neckkit.errors import NeckkitError
+from neckkit.weights import state_dict_mismatches
 
 # Entropy-coder buffers that depend on the weights and are rebuilt by update(): their presence
 # and shape in a file never matter.
@@ -66,12 +67,6 @@ def extract_state_dict(checkpoint: Any, source: str = "checkpoint") -> dict[str,
     return tensors
 
 
-def _few(items: Iterable[str], limit: int = 3) -> str:
-    items = sorted(items)
-    shown = ", ".join(items[:limit])
-    return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
-
-
 def _is_table(key: str) -> bool:
     return key.rsplit(".", 1)[-1] in CODER_TABLES
 
@@ -99,18 +94,7 @@ def load_codec_state(
     state = remap_legacy_entropy_keys(model, state)
     state = {key: value for key, value in state.items() if not key.endswith(recomputed)}
     expected = model.state_dict()
-    missing = [key for key in expected if key not in state and not _is_table(key) and not key.endswith(recomputed)]
-    unexpected = [key for key in state if key not in expected]
-    mismatched = [
-        f"{key} {list(value.shape)} (expected {list(expected[key].shape)})"
-        for key, value in state.items()
-        if key in expected and not _is_table(key) and value.shape != expected[key].shape
-    ]
-    problems = [
-        f"{label} {_few(keys)}"
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched))
-        if keys
-    ]
+    problems = state_dict_mismatches(expected, state, skip=lambda key: _is_table(key) or key.endswith(recomputed))
     if problems:
         raise NeckkitError(f"{source} does not fit {type(model).__name__}: {'; '.join(problems)}")
     for key, value in expected.items():  # tables the file lacks: keep the model's own (rebuilt below)

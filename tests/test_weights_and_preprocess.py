@@ -9,7 +9,7 @@ from torch import nn
 from neckkit import PluginError
 from neckkit.preprocess import OPENAI_MEAN, OPENAI_STD, normalize, resize_center_crop_normalize, resize_square_normalize
 from neckkit.registry import lazy_factory
-from neckkit.weights import fingerprint, seeded_init
+from neckkit.weights import few_names, fingerprint, seeded_init, state_dict_mismatches
 
 
 def test_fingerprint_follows_values_names_and_dtypes_only() -> None:
@@ -71,3 +71,15 @@ def test_lazy_factory_imports_on_call_and_binds_keywords() -> None:
     assert factory.__name__ == "lazy(collections:OrderedDict)"
     with pytest.raises(PluginError, match="must look like 'package.module:function'"):
         lazy_factory("collections.OrderedDict")
+
+
+def test_state_dict_mismatches_name_each_kind_of_problem() -> None:
+    expected = {"a": torch.zeros(2), "b": torch.zeros(3), "c": torch.zeros(1), "table": torch.zeros(5)}
+    state = {"a": torch.zeros(2), "b": torch.zeros(4), "extra": torch.zeros(1), "table": torch.zeros(9)}
+    assert state_dict_mismatches(expected, state, skip=lambda key: key == "table") == [
+        "missing c",
+        "unexpected extra",
+        "wrong shape b [4] (expected [3])",
+    ]
+    assert state_dict_mismatches(expected, {**expected}) == []
+    assert few_names([f"k{i}" for i in range(5)]) == "k0, k1, k2 (+2 more)"

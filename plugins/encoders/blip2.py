@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from neckkit.errors import NeckkitError
 from neckkit.hub import hub_location, hub_offline
 from neckkit.interfaces import VisualEncoder
 from neckkit.preprocess import OPENAI_MEAN, OPENAI_STD, resize_square_normalize
-from neckkit.weights import seeded_init
+from neckkit.weights import few_names, seeded_init, state_dict_mismatches
 
 HUB_ID = "Salesforce/blip2-opt-2.7b"
 VISION_PREFIX = "vision_model."  # prefix of the vision tensors in a full BLIP-2 checkpoint
@@ -61,12 +60,6 @@ def blip2_vision_config(tiny: bool) -> Any:
 def _looks_like_path(weights: str) -> bool:
     """A string meant as a folder rather than an ``owner/name`` hub id."""
     return weights.startswith(("/", ".", "~")) or weights.count("/") > 1 or os.sep != "/" and os.sep in weights
-
-
-def _few(names: Iterable[str], limit: int = 3) -> str:
-    names = sorted(names)
-    shown = ", ".join(names[:limit])
-    return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
 class _Source:
@@ -121,7 +114,7 @@ class _Source:
             self.folder = self.fetch(missing)
             missing = [name for name in names if not (self.folder / name).is_file()]
         if missing:
-            raise NeckkitError(f"cannot load BLIP-2 weights {self.where}: {_few(missing)} not found. {self.hint(missing)}")
+            raise NeckkitError(f"cannot load BLIP-2 weights {self.where}: {few_names(missing)} not found. {self.hint(missing)}")
 
 
 def read_vision_config(source: _Source) -> tuple[Any, str]:
@@ -184,21 +177,7 @@ def read_vision_state_dict(source: _Source, prefix: str) -> dict[str, Tensor]:
 
 def check_state_dict(model: torch.nn.Module, state: dict[str, Tensor], where: str) -> None:
     """One error line naming a few missing, unexpected and wrongly shaped tensors, if any."""
-    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
-    missing = expected.keys() - state.keys()
-    unexpected = state.keys() - expected.keys()
-    mismatched = [
-        f"{name} {list(state[name].shape)} (model {list(shape)})"
-        for name, shape in sorted(expected.items())
-        if name in state and tuple(state[name].shape) != shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing {_few(missing)}")
-    if unexpected:
-        problems.append(f"unexpected {_few(unexpected)}")
-    if mismatched:
-        problems.append(f"wrong shape {_few(mismatched)}")
+    problems = state_dict_mismatches(model.state_dict(), state, reference="model")
     if problems:
         raise NeckkitError(f"BLIP-2 vision weights {where} do not match their config: {'; '.join(problems)}")
 
