@@ -87,6 +87,12 @@ class ScenarioConfig(NeckkitConfig):
     )
     d2_gamma: float = Field(60.0, ge=0, description="d2 weight of MSE(x, x_hat), gamma:delta = 60:1 (paper)")
     d2_delta: float = Field(1.0, ge=0, description="d2 weight of the distillation loss (paper)")
+    phase2_epochs: int = Field(20, ge=0, description="d2/d3 epochs of joint training after d1's schedule (inferred)")
+    phase2_lr: float = Field(1e-4, gt=0, description="d2/d3 learning rate of the joint phase (inferred)")
+    distortion_scale: float = Field(
+        255.0**2, gt=0, description="scale of the distortion terms, CompressAI's MSE convention (inferred)"
+    )
+    aux_lr: float = Field(1e-3, gt=0, description="Adam lr of the entropy bottleneck's quantiles (CompressAI)")
 
 
 class ElicConfig(NeckkitConfig):

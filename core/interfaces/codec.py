@@ -74,6 +74,16 @@ class Codec(nn.Module, metaclass=abc.ABCMeta):
         differentiable (straight-through rounding) so scenarios d2/d3 can train the codec.
         """
 
+    def synthesis_modules(self) -> list[nn.Module]:
+        """The modules of the synthesis transform (decoder side), for training scenario d3.
+
+        d3 trains the codec for machines only, so these are frozen and never run in training.
+        """
+        raise NeckkitError(
+            f"{type(self).__name__} does not name its synthesis transform (Codec.synthesis_modules), "
+            "which scenario d3 needs; train it with d1 or d2"
+        )
+
     @abc.abstractmethod
     def synthesize(self, y_hat: Tensor) -> Tensor:
         """Reconstruct the image for human viewing: [B, C, h, w] -> [B, 3, H, W] in [0, 1]."""

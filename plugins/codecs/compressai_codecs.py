@@ -217,6 +217,9 @@ class CompressAICodec(Codec):
     def synthesize(self, y_hat: Tensor) -> Tensor:
         return self.model.g_s(y_hat).clamp(0, 1)
 
+    def synthesis_modules(self) -> list[nn.Module]:
+        return [self.model.g_s]
+
     @torch.no_grad()
     def compress(self, x: Tensor) -> LatentPayload:
         self.check_input(x)

@@ -413,6 +413,9 @@ class TicCodec(Codec):
     def synthesize(self, y_hat: Tensor) -> Tensor:
         return self.model.g_s(y_hat).clamp(0, 1)
 
+    def synthesis_modules(self) -> list[nn.Module]:
+        return [getattr(self.model, f"g_s{index}") for index in range(8)]
+
     @torch.no_grad()
     def compress(self, x: Tensor) -> LatentPayload:
         self.check_input(x)
