@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from neckkit import __version__
-from neckkit.cli import compress, decompress, list_plugins
+from neckkit.cli import compress, decompress, import_checkpoint, list_plugins, train
 from neckkit.errors import NeckkitError
 from neckkit.plugin_manager import PluginHost
 
@@ -86,5 +86,7 @@ def build_app(host: PluginHost) -> typer.Typer:
     app.command("list-plugins")(list_plugins.list_plugins)
     app.command("compress")(compress.compress)
     app.command("decompress")(decompress.decompress)
+    app.command("import-checkpoint")(import_checkpoint.import_checkpoint)
+    app.command("train")(train.train)
     host.add_commands(app)
     return app

@@ -18,7 +18,7 @@ from conftest import EXAMPLE, REPO
 # The README's two set-up commands; .ci/run must run exactly these.
 SETUP_COMMAND = (
     'python3 -m venv .venv && . .venv/bin/activate && pip install "torch==2.14.1" "torchvision==0.29.1" '
-    '&& pip install -e ".[dev]" && neckkit list-plugins'
+    '&& pip install -e ".[dev]" && neckkit train --codec tic --encoder clip-l --tiny'
 )
 TEST_COMMAND = ". .venv/bin/activate && HF_HUB_OFFLINE=1 python -m pytest"
 

@@ -35,10 +35,13 @@ class LossPhase(NeckkitConfig):
 class LossScheduleConfig(NeckkitConfig):
     """Paper Eq. 4 with E1=20, E2=40 and alpha:beta = 1:100 (paper, code)."""
 
-    phases: tuple[LossPhase, ...] = (
-        LossPhase(until_epoch=20, ce_weight=100.0, distillation_weight=0.0),
-        LossPhase(until_epoch=40, ce_weight=1.0, distillation_weight=100.0),
-        LossPhase(until_epoch=60, ce_weight=0.0, distillation_weight=100.0),
+    phases: tuple[LossPhase, ...] = Field(
+        (
+            LossPhase(until_epoch=20, ce_weight=100.0, distillation_weight=0.0),
+            LossPhase(until_epoch=40, ce_weight=1.0, distillation_weight=100.0),
+            LossPhase(until_epoch=60, ce_weight=0.0, distillation_weight=100.0),
+        ),
+        description="CE and distillation weights per epoch range (paper Eq. 4)",
     )
 
     @model_validator(mode="after")
@@ -75,8 +78,8 @@ class OptimConfig(NeckkitConfig):
 class DataConfig(NeckkitConfig):
     """Training crops (code): Resize(256) then CenterCrop(256), no augmentation."""
 
-    resize: int = Field(256, ge=1)
-    crop: int = Field(256, ge=1)
+    resize: int = Field(256, ge=1, description="short side after resizing (code)")
+    crop: int = Field(256, ge=1, description="side of the centre crop (code)")
 
 
 class ScenarioConfig(NeckkitConfig):

@@ -13,6 +13,10 @@ from neckkit.registry import RegisterCallback, lazy_factory
 
 ENTRY_LAYER_HELP = "block where neck tokens enter (default 2)"
 TINY_HELP = "tiny widths, random init (tests, quick start)"
+DOUBLE_LN_POST_HELP = (
+    "the paper's head: final LayerNorm applied twice before the projection, as the released necks were trained "
+    "(default false: stock CLIP)"
+)
 
 
 @hookimpl
@@ -32,6 +36,7 @@ def register_encoders(register: RegisterCallback) -> None:
                 "tiny": TINY_HELP,
                 "random_init": "real-size architecture, random weights",
                 "entry_layer": ENTRY_LAYER_HELP,
+                "double_ln_post": DOUBLE_LN_POST_HELP,
             },
         )
     register(

@@ -77,14 +77,23 @@ def load_clip_model(weights: str, image_size: int) -> Any:
 
 
 class HFClipEncoder(VisualEncoder):
-    """A transformers ``CLIPModel`` split into embed / blocks / head, with its text tower."""
+    """A transformers ``CLIPModel`` split into embed / blocks / head, with its text tower.
+
+    ``double_ln_post``: the paper's head. The paper's released necks were trained with a CLIP
+    forward that applies the final LayerNorm (``post_layernorm``) twice and projects every token;
+    with this option :meth:`head` returns ``visual_projection(post_layernorm(post_layernorm(cls)))``.
+    Projecting every token and then taking the class token gives the same numbers (LayerNorm and
+    the projection act on each token alone), so only the class token is computed. LayerNorm is not
+    idempotent with affine weights: this differs from the stock head, which is the default.
+    """
 
     mean = OPENAI_MEAN
     std = OPENAI_STD
 
-    def __init__(self, model: Any, entry_layer: int = 2) -> None:
+    def __init__(self, model: Any, entry_layer: int = 2, double_ln_post: bool = False) -> None:
         super().__init__()
         self.model = model.eval()
+        self.double_ln_post = double_ln_post
         vision = model.config.vision_config
         self.width = vision.hidden_size
         self.image_size = vision.image_size
@@ -115,6 +124,8 @@ class HFClipEncoder(VisualEncoder):
 
     def head(self, tokens: Tensor) -> Tensor:
         pooled = self.vision_model.post_layernorm(tokens[:, 0])  # [B, width]
+        if self.double_ln_post:  # the paper's quirk, see the class docstring
+            pooled = self.vision_model.post_layernorm(pooled)
         return self.model.visual_projection(pooled)  # [B, embed_dim]
 
     def text_tower(self) -> nn.Module:
@@ -139,8 +150,15 @@ def openai_tokenizer() -> Any:
     return get_tokenizer("ViT-L-14")
 
 
-def build_clip(variant: str, weights: str | None = None, tiny: bool = False, random_init: bool = False, entry_layer: int = 2) -> HFClipEncoder:
-    """Factory for ``clip-l`` and ``clip-l-336``."""
+def build_clip(
+    variant: str,
+    weights: str | None = None,
+    tiny: bool = False,
+    random_init: bool = False,
+    entry_layer: int = 2,
+    double_ln_post: bool = False,
+) -> HFClipEncoder:
+    """Factory for ``clip-l`` and ``clip-l-336``; ``double_ln_post``: the paper's head (see :class:`HFClipEncoder`)."""
     from transformers import CLIPModel
 
     spec = VARIANTS[variant]
@@ -151,5 +169,5 @@ def build_clip(variant: str, weights: str | None = None, tiny: bool = False, ran
             model = CLIPModel(clip_config(spec.image_size, tiny=tiny))
     else:
         model = load_clip_model(weights or spec.hub_id, spec.image_size)
-    return HFClipEncoder(model, entry_layer=entry_layer)
+    return HFClipEncoder(model, entry_layer=entry_layer, double_ln_post=double_ln_post)
 

@@ -1,0 +1,162 @@
+"""``neckkit train``: train a transform-neck for any registered codec and encoder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from neckkit.cli.components import build_component, codec_options, parse_component_options
+from neckkit.errors import NeckkitError
+
+RESUMABLE_KEYS = ("max_steps", "num_workers", "log_every")  # may change when resuming
+
+
+def resolve_config(config_file: Path | None, tiny: bool, scenario: str | None, rate_lambda: float | None,
+                   max_steps: int | None, overrides: list[str] | None) -> Any:
+    """Defaults < ``--tiny``'s quick-start schedule < config file < flags and ``--set``."""
+    from neckkit.config.base import NeckkitConfig, _apply_overrides
+    from neckkit.config.train import QUICK_START, TrainConfig
+
+    data: dict[str, Any] = {}
+    if tiny:
+        _apply_overrides(data, QUICK_START)
+    if config_file is not None:
+        for key, value in _flatten(NeckkitConfig.read_file(config_file)).items():
+            _apply_overrides(data, {key: value})
+    flags = {"scenario": scenario, "rate_lambda": rate_lambda, "max_steps": max_steps}
+    _apply_overrides(data, {key: value for key, value in flags.items() if value is not None})
+    _apply_overrides(data, overrides or [])
+    source = f"config file {config_file}" if config_file is not None else "config"
+    return TrainConfig.validate_data(data, source=source)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": 1}}`` -> ``{"optim.lr": 1}`` (lists and tuples stay whole)."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def holds_run(folder: Path) -> bool:
+    return (folder / "checkpoints").exists() or (folder / "best").exists()
+
+
+def default_run_dir(base: Path, resume: bool) -> Path:
+    """``base``, else ``base-2``, ``base-3``...: the first free one, or with ``--resume`` the last used one."""
+    candidates = [base] + [base.with_name(f"{base.name}-{n}") for n in range(2, 10_000)]
+    for previous, candidate in zip([None, *candidates], candidates, strict=False):
+        if not holds_run(candidate):
+            return (previous or candidate) if resume else candidate
+    raise NeckkitError(f"too many runs beside {base}; pass --out")
+
+
+def check_resumable(run_dir: Path, config: Any) -> None:
+    """Refuse to resume a run with another config (except the keys in RESUMABLE_KEYS)."""
+    from neckkit.config.train import TrainConfig
+    from neckkit.trainer import CONFIG_FILE
+
+    saved_path = run_dir / CONFIG_FILE
+    if not saved_path.is_file():
+        raise NeckkitError(f"--resume: {run_dir} holds no {CONFIG_FILE}; it is not a neckkit training run")
+    saved = _flatten(TrainConfig.load(saved_path).model_dump(mode="json"))
+    now = _flatten(config.model_dump(mode="json"))
+    for key in sorted(set(saved) | set(now)):
+        if key.split(".")[0] not in RESUMABLE_KEYS and saved.get(key) != now.get(key):
+            raise NeckkitError(
+                f"--resume: {key} is {now.get(key)!r} but the run in {run_dir} used {saved.get(key)!r}; "
+                "resume with the same settings or train into another --out"
+            )
+
+
+def train(
+    ctx: typer.Context,
+    codec: str = typer.Option(..., "--codec", "-c", help="Registered codec name (see neckkit list-plugins)."),
+    encoder: str = typer.Option(..., "--encoder", "-e", help="Registered visual-encoder name."),
+    scenario: str | None = typer.Option(None, "--scenario", "-s", help="d1 (neck only), d2 or d3 (codec too)."),
+    data: Path | None = typer.Option(None, "--data", help="Image folder (ImageNet-style, named classes or plain); default: the bundled photos."),
+    config_file: Path | None = typer.Option(None, "--config", help="YAML/TOML/JSON training config."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Run folder (default: runs/<codec>-<encoder>-<scenario>, numbered -2, -3... when taken)."),
+    tiny: bool = typer.Option(False, "--tiny", help="Tiny random-init codec and encoder and a seconds-long schedule."),
+    random_init: bool = typer.Option(False, "--random-init", help="Real-size codec and encoder with random weights."),
+    codec_weights: Path | None = typer.Option(None, "--codec-weights", help="Codec state dict file."),
+    encoder_weights: str | None = typer.Option(None, "--encoder-weights", help="Encoder hub id, folder or file."),
+    quality: int | None = typer.Option(None, "--quality", "-q", help="Codec quality with known weights."),
+    rate_lambda: float | None = typer.Option(None, "--lambda", help="d2/d3 rate point (paper: 0.004 0.008 0.016 0.032)."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many steps."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint."),
+    overrides: list[str] | None = typer.Option(None, "--set", help="Config override key=value, e.g. optim.lr=3e-4."),
+    codec_opt: list[str] | None = typer.Option(None, "--codec-opt", help="Other codec option, name=value."),
+    encoder_opt: list[str] | None = typer.Option(None, "--encoder-opt", help="Other encoder option, name=value."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
+) -> None:
+    """Train a transform-neck (scenario d1, d2 or d3); checkpoints, metrics and the summary go to --out."""
+    config = resolve_config(config_file, tiny, scenario, rate_lambda, max_steps, overrides)
+    run_dir = out or default_run_dir(Path("runs") / f"{codec}-{encoder}-{config.scenario}", resume)
+    if resume:
+        check_resumable(run_dir, config)
+    elif holds_run(run_dir):
+        raise NeckkitError(f"{run_dir} already holds a training run; pass --resume to continue it or choose another --out")
+
+
+    from neckkit.bitstream import codec_fingerprint
+    from neckkit.checkpoint import ComponentRef
+    from neckkit.data import open_image_set
+    from neckkit.distributed import close_world, device_for, init_world, launched_world
+    from neckkit.trainer import Trainer, TrainParts
+    from neckkit.weights import fingerprint
+
+    world = launched_world()
+    torch_device = device_for(world, device)
+    world = init_world(torch_device)
+    try:
+        weights = str(codec_weights) if codec_weights is not None else None
+        c_options = codec_options(quality, weights, tiny, random_init, codec_opt)
+        e_options = parse_component_options(encoder_opt)
+        for key, value in (("weights", encoder_weights), ("tiny", tiny), ("random_init", random_init)):
+            if value not in (None, False):
+                e_options[key] = value
+        host = ctx.obj.host
+        codec_name, codec_model = build_component(host, "codec", codec, c_options)
+        encoder_name, encoder_model = build_component(host, "encoder", encoder, e_options)
+        parts = TrainParts(
+            codec=codec_model,
+            encoder=encoder_model,
+            codec_ref=ComponentRef(name=codec_name, options=_stored(c_options), fingerprint=codec_fingerprint(codec_model)),
+            encoder_ref=ComponentRef(name=encoder_name, options=_stored(e_options), fingerprint=fingerprint(encoder_model)),
+        )
+        images = open_image_set(data, config.data)
+        echo = (lambda text: typer.echo(text, err=True)) if as_json else typer.echo
+        trainer = Trainer(config, parts, images, run_dir, world, torch_device, echo=echo, progress=not no_progress)
+        result = trainer.run(resume=resume)
+    finally:
+        close_world()
+    if not world.is_main:
+        return
+    summary = result.summary
+    if as_json:
+        typer.echo(json.dumps({"run_dir": str(result.run_dir), **summary}, indent=2))
+        return
+    first, last = summary.get("first_distillation"), summary.get("last_distillation")
+    if first is not None and last is not None:
+        typer.echo(f"Distillation loss: first step {first:.6g}, last step {last:.6g} ({last / first:.1%} of the first)")
+    best = summary.get("best") or {}
+    if best:
+        typer.echo(
+            f"Best held-out distillation {best['distillation']:.6g} at step {best['step']} "
+            f"(Reconstruction baseline {best['reconstruction_distillation']:.6g}, bpp {best['bpp']:.4f})"
+        )
+    typer.echo(f"{summary['steps_this_run']} steps in {summary['train_seconds']:.1f} s; run saved in {result.run_dir}")
+
+
+def _stored(options: dict[str, Any]) -> dict[str, Any]:
+    """Options recorded in checkpoints: no local paths (the fingerprint identifies the weights)."""
+    return {key: value for key, value in options.items() if key != "weights"}

@@ -1,0 +1,473 @@
+"""The transform-neck trainer, generic over codec and encoder plugins.
+
+A run folder holds ``config.yaml`` (the resolved :class:`TrainConfig`), ``metrics.jsonl``,
+``checkpoints/step-XXXXXXXX/`` (every ``checkpoint_every`` steps and at the end), ``best/`` (lowest
+validation objective) and ``summary.json``. Resuming continues from the latest checkpoint exactly:
+the batch of every step and the rate noise are functions of ``(seed, step)``, and the optimiser
+state is restored, so on CPU a resumed run ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
+
+from neckkit.batches import BatchPlan, PlanSampler, split_rows
+from neckkit.checkpoint import (
+    CheckpointMeta,
+    ComponentRef,
+    NeckShape,
+    checkpoint_dir_name,
+    latest_checkpoint,
+    load_checkpoint,
+    load_trainer_state,
+    save_checkpoint,
+)
+from neckkit.config.train import TrainConfig
+from neckkit.data import ImageSet, collate_readable
+from neckkit.distributed import World, barrier, mean_across
+from neckkit.errors import NeckkitError
+from neckkit.interfaces import Codec, VisualEncoder
+from neckkit.losses import SurrogateLoss, distillation_loss
+from neckkit.metrics_log import MetricsLog
+from neckkit.neck import TransformNeck
+from neckkit.neck_path import NeckPath
+from neckkit.scenarios import aux_loss, aux_parameters, codec_trainable, joint_loss, set_codec_training
+from neckkit.weights import seeded_init
+
+CONFIG_FILE = "config.yaml"
+SUMMARY_FILE = "summary.json"
+BEST_DIR = "best"
+CHECKPOINTS_DIR = "checkpoints"
+KEEP_CHECKPOINTS = 3  # step checkpoints kept besides best/
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class TrainParts:
+    """The built components and how to rebuild them (recorded in every checkpoint)."""
+
+    codec: Codec
+    encoder: VisualEncoder
+    codec_ref: ComponentRef
+    encoder_ref: ComponentRef
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports (also written to ``summary.json``)."""
+
+    run_dir: Path
+    steps: int
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _collate_images(items: list[Any]) -> dict[str, Tensor]:
+    images, labels, skipped = collate_readable(items)
+    return {"images": images, "label": labels, "skipped": torch.tensor(skipped)}
+
+
+def _to(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
+    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+
+
+def _value(tensor: Tensor) -> float:
+    return float(tensor.detach())
+
+
+def _atomic_json(path: Path, data: dict[str, Any]) -> None:
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2)
+    os.replace(handle.name, path)
+
+
+class Trainer:
+    """Trains a neck between ``parts.codec`` and ``parts.encoder`` on ``data`` into ``run_dir``."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        parts: TrainParts,
+        data: ImageSet,
+        run_dir: Path,
+        world: World | None = None,
+        device: torch.device | None = None,
+        echo: Echo = print,
+        progress: bool = True,
+    ) -> None:
+        self.config, self.parts, self.data, self.run_dir = config, parts, data, Path(run_dir)
+        self.world = world or World()
+        self.device = device or torch.device("cpu")
+        self.echo = echo if self.world.is_main else (lambda _text: None)
+        self.progress = progress and self.world.is_main
+        entry = config.neck.entry_layer
+        encoder = parts.encoder
+        if not 0 <= entry <= encoder.num_layers:
+            raise NeckkitError(f"neck.entry_layer must be in 0..{encoder.num_layers} for this encoder, got {entry}")
+        token_layer = config.token_distillation.layer
+        if token_layer is not None and not entry <= token_layer <= encoder.num_layers:
+            raise NeckkitError(f"token_distillation.layer must be in {entry}..{encoder.num_layers}, got {token_layer}")
+        with seeded_init(config.seed):
+            neck = TransformNeck.for_pair(parts.codec, encoder, config.neck)
+        encoder.eval().requires_grad_(False)
+        self.path = NeckPath(parts.codec, neck, encoder, entry, token_layer).to(self.device)
+        self.use_amp = config.amp and self.device.type == "cuda"
+        self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        if self.use_amp:
+            encoder.to(self.amp_dtype)  # frozen: half precision
+        self.loss = SurrogateLoss(config.loss)
+        self.classifier: Tensor | None = None
+        self.optimizer = torch.optim.Adam(
+            [
+                {"params": list(neck.parameters()), "name": "neck"},
+                {"params": codec_trainable(parts.codec, config.scenario), "name": "codec"},
+            ],
+            lr=config.optim.lr,
+        )
+        aux = aux_parameters(parts.codec) if config.scenario != "d1" else []
+        self.aux_optimizer = torch.optim.Adam(aux, lr=config.scenarios.aux_lr) if aux else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+        self.best: dict[str, Any] = {}
+        self.cache_info: dict[str, Any] = {}
+
+    # -- set-up ----------------------------------------------------------------------------------
+    @property
+    def neck(self) -> TransformNeck:
+        return self.path.neck
+
+    def _rows(self) -> tuple[Dataset, Callable[[list[Any]], dict[str, Tensor]]]:
+        """The indexable training rows: the d1 feature cache, or the images themselves."""
+        config = self.config
+        if config.scenario != "d1" or not config.cache:
+            return self.data, _collate_images
+        from neckkit.feature_cache import FeatureCache, data_fingerprint, default_cache_root
+
+        key = {
+            "data": data_fingerprint(self.data.paths, self.data.config),
+            "codec": self.parts.codec_ref.name,
+            "codec_fingerprint": self.parts.codec_ref.fingerprint,
+            "encoder": self.parts.encoder_ref.name,
+            "encoder_fingerprint": self.parts.encoder_ref.fingerprint,
+            "token_layer": config.token_distillation.layer,
+            "dtype": str(self.amp_dtype) if self.use_amp else "float32",
+            "fields": "y_hat,bits,teacher,pixels,teacher_tokens v1",
+        }
+        set_codec_training(self.parts.codec, config, joint=False)
+
+        def compute(images: Tensor) -> dict[str, Tensor]:
+            with self._autocast():
+                fields = self.path.cache_fields(images.to(self.device))
+            return {name: value.float().cpu() if value.is_floating_point() else value.cpu() for name, value in fields.items()}
+
+        def build() -> FeatureCache:
+            return FeatureCache.open_or_build(
+                default_cache_root(), key, self.data, compute, batch_size=config.optim.batch_size, progress=self.progress
+            )
+
+        if self.world.is_main:
+            cache = build()
+        barrier(self.world)
+        if not self.world.is_main:
+            cache = build()
+        self.cache_info = {"cache_dir": str(cache.root), "cache_built": cache.built, "cache_build_seconds": cache.build_seconds}
+        if cache.built:
+            self.echo(f"Cached latents and teacher embeddings of {len(cache)} images in {cache.build_seconds:.1f} s: {cache.root}")
+        else:
+            self.echo(f"Reusing the feature cache at {cache.root} ({len(cache)} images)")
+        if cache.skipped:
+            self.echo(f"Skipped {len(cache.skipped)} unreadable files, e.g. {cache.skipped[0]}")
+        return cache, default_collate
+
+    def _labels_and_classifier(self) -> None:
+        """Turn on the CE term when the data are labelled and the encoder has a text tower."""
+        data, encoder = self.data, self.parts.encoder
+        if not data.labelled:
+            self.echo("Notice: the images are unlabelled, so the neck trains on distillation alone")
+            return
+        if not encoder.has_text_tower:
+            self.echo(f"Notice: encoder {self.parts.encoder_ref.name!r} has no text tower, so the neck trains on distillation alone")
+            return
+        from neckkit.zero_shot import openai_templates
+
+        assert data.class_names is not None
+        classifier = encoder.text_classifier(data.class_names, openai_templates())
+        self.classifier = classifier.to(self.device)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def _meta(self, step: int, metrics: dict[str, float]) -> CheckpointMeta:
+        return CheckpointMeta(
+            codec=self.parts.codec_ref,
+            encoder=self.parts.encoder_ref,
+            entry_layer=self.config.neck.entry_layer,
+            neck=NeckShape.of_neck(self.neck),
+            scenario=self.config.scenario,
+            rate_lambda=self.config.rate_lambda if self.config.scenario != "d1" else None,
+            step=step,
+            epoch=self.config.epoch_of(step),
+            metrics=metrics,
+            config=self.config.model_dump(mode="json"),
+        )
+
+    def _states(self) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
+        neck_state = {k: v.detach().cpu() for k, v in self.neck.state_dict().items()}
+        codec_state = None
+        if self.config.scenario != "d1":
+            codec_state = {k: v.detach().cpu() for k, v in self.parts.codec.state_dict().items()}
+        return neck_state, codec_state
+
+    def _save(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.world.is_main:
+            return
+        neck_state, codec_state = self._states()
+        trainer_state = {
+            "step": step,
+            "optimizer": self.optimizer.state_dict(),
+            "aux_optimizer": self.aux_optimizer.state_dict() if self.aux_optimizer else None,
+            "scaler": self.scaler.state_dict(),
+            "best": dict(self.best),
+        }
+        folder = self.run_dir / CHECKPOINTS_DIR
+        save_checkpoint(folder / checkpoint_dir_name(step), self._meta(step, metrics), neck_state, codec_state, trainer_state)
+        steps = sorted(p for p in folder.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))
+        for old in steps[:-KEEP_CHECKPOINTS]:
+            import shutil
+
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _save_best(self, step: int, metrics: dict[str, float]) -> None:
+        if self.world.is_main:
+            neck_state, codec_state = self._states()
+            save_checkpoint(self.run_dir / BEST_DIR, self._meta(step, metrics), neck_state, codec_state)
+
+    def _restore(self) -> int:
+        """Load the latest checkpoint of the run; returns the step to continue from."""
+        latest = latest_checkpoint(self.run_dir)
+        if latest is None:
+            raise NeckkitError(f"--resume: {self.run_dir} holds no checkpoint to resume from")
+        checkpoint = load_checkpoint(latest)
+        self.neck.load_state_dict(checkpoint.neck_state)
+        if checkpoint.codec_state is not None:
+            self.parts.codec.load_state_dict(checkpoint.codec_state)
+        state = load_trainer_state(latest)
+        if state is None:
+            raise NeckkitError(f"--resume: {latest} has no trainer state (trainer.pt)")
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.aux_optimizer is not None and state.get("aux_optimizer"):
+            self.aux_optimizer.load_state_dict(state["aux_optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.best = dict(state.get("best") or {})
+        self.echo(f"Resuming {self.run_dir} from step {state['step']}")
+        return int(state["step"])
+
+    # -- one step --------------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.use_amp:
+            return torch.autocast("cuda", dtype=self.amp_dtype)
+        return contextlib.nullcontext()
+
+    def _losses(self, out: dict[str, Tensor], labels: Tensor, epoch: int, joint: bool) -> tuple[Tensor, dict[str, float]]:
+        student, teacher = out["student"].float(), out["teacher"].float()
+        bpp = out["bits"].float().sum() / (out["bits"].numel() * out["pixels"].float())
+        logs = {"bpp": _value(bpp)}
+        if joint:
+            distillation = distillation_loss(student, teacher)
+            total = joint_loss(self.config, bpp, distillation, out.get("image_mse"))
+            if "image_mse" in out:
+                logs["image_mse"] = _value(out["image_mse"])
+        else:
+            with_ce = self.classifier is not None
+            terms = self.loss(epoch, student, teacher, self.classifier if with_ce else None, labels if with_ce else None)
+            total, distillation = terms.total, terms.distillation
+            if terms.cross_entropy is not None:
+                logs["cross_entropy"] = _value(terms.cross_entropy)
+        if "token_mse" in out:
+            total = total + self.config.token_distillation.weight * out["token_mse"].float()
+            logs["token_mse"] = _value(out["token_mse"])
+        logs.update(loss=_value(total), distillation=_value(distillation))
+        return total, logs
+
+    def _step(self, model: torch.nn.Module, batch: dict[str, Tensor], step: int, joint: bool) -> dict[str, float]:
+        config = self.config
+        epoch = config.epoch_of(step)
+        torch.manual_seed(config.seed * 7_919 + step * 104_729 + self.world.rank)  # rate noise, per step
+        lr = config.lr_at(epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.aux_optimizer is not None:
+            self.aux_optimizer.zero_grad(set_to_none=True)
+        if batch["label"].numel() == 0:
+            raise NeckkitError(f"every image of step {step} was unreadable")
+        with self._autocast():
+            out = model(batch, with_image=joint and config.scenario == "d2")
+        total, logs = self._losses(out, batch["label"], epoch, joint)
+        self.scaler.scale(total).backward()
+        if config.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+            logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, config.grad_clip))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if joint and self.aux_optimizer is not None:
+            aux = aux_loss(self.parts.codec)
+            aux.backward()
+            self.aux_optimizer.step()
+            logs["aux_loss"] = _value(aux)
+        logs["lr"] = lr
+        return logs
+
+    # -- validation ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self, rows: Dataset, collate: Callable[[list[Any]], dict[str, Tensor]], joint: bool) -> dict[str, float]:
+        """Held-out distillation error of the neck and of the Reconstruction baseline, and the rate."""
+        self.path.eval()
+        set_codec_training(self.parts.codec, self.config, joint=False)
+        sums: dict[str, float] = {}
+        count = 0
+        loader = DataLoader(rows, batch_size=self.config.optim.batch_size, collate_fn=collate)
+        for batch in loader:
+            batch = _to(batch, self.device)
+            if batch["label"].numel() == 0:
+                continue
+            with self._autocast():
+                out = self.path(batch, with_image=self.config.scenario == "d2")
+                if "images" in batch:
+                    y_hat, _, padding = self.path.analyze(batch["images"])
+                else:
+                    y_hat, padding = batch["y_hat"], None
+                baseline = self.path.reconstruction(y_hat, padding).float()
+            _, logs = self._losses(out, batch["label"], self.config.epochs - 1, joint)
+            n = int(batch["label"].numel())
+            teacher = out["teacher"].float()
+            logs["reconstruction_distillation"] = float(distillation_loss(baseline, teacher))
+            logs["cosine"] = float(torch.nn.functional.cosine_similarity(out["student"].float(), teacher).mean())
+            for key, value in logs.items():
+                sums[key] = sums.get(key, 0.0) + value * n
+            count += n
+        self.path.train()
+        self.parts.encoder.eval()
+        set_codec_training(self.parts.codec, self.config, joint=joint)
+        if not count:
+            return {}
+        metrics = {key: value / count for key, value in sums.items()}
+        metrics["objective"] = metrics["loss"] if joint else metrics["distillation"]
+        return metrics
+
+    # -- the loop --------------------------------------------------------------------------------
+    def _model(self, joint: bool) -> torch.nn.Module:
+        set_codec_training(self.parts.codec, self.config, joint=joint)
+        self.parts.encoder.eval()
+        if not self.world.distributed:
+            return self.path
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(self.path, device_ids=device_ids, find_unused_parameters=joint)
+
+    def run(self, resume: bool = False) -> TrainResult:
+        config, run_dir = self.config, self.run_dir
+        start_time = time.perf_counter()
+        start = self._restore() if resume else 0
+        if self.world.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            config.save(run_dir / CONFIG_FILE)
+        self._labels_and_classifier()
+        rows, collate = self._rows()
+        train_rows, val_rows = split_rows(len(rows), config.val_fraction, config.seed)
+        if not train_rows:
+            raise NeckkitError("the data hold too few readable images to train on")
+        plan = BatchPlan(train_rows, config.optim.batch_size, config.seed)
+        total = config.total_steps
+        log = MetricsLog(run_dir, resume_step=start if resume else None) if self.world.is_main else None
+        val_set = Subset(rows, val_rows)
+        self.echo(
+            f"Training {config.scenario} neck ({sum(p.numel() for p in self.neck.parameters()):,} parameters) "
+            f"for {self.parts.codec_ref.name} -> {self.parts.encoder_ref.name}: steps {start}..{total}, "
+            f"{len(train_rows)} training and {len(val_rows)} held-out images, device {self.device}"
+        )
+        history: dict[str, list[float]] = {"distillation": []}
+        step, steps_done, train_seconds, images_seen = start, 0, 0.0, 0
+        bar = _progress_bar(total, start) if self.progress else None
+        try:
+            while step < total:
+                joint = config.is_joint(config.epoch_of(step))
+                stage_end = total if joint or config.scenario == "d1" else min(total, config.loss.epochs * config.steps_per_epoch)
+                model = self._model(joint)
+                loader = DataLoader(
+                    rows,
+                    batch_sampler=PlanSampler(plan, step, stage_end, self.world),
+                    collate_fn=collate,
+                    num_workers=config.num_workers,
+                    persistent_workers=False,
+                )
+                tick = time.perf_counter()
+                for batch in loader:
+                    logs = self._step(model, _to(batch, self.device), step, joint)
+                    step += 1
+                    steps_done += 1
+                    images_seen += config.optim.batch_size
+                    elapsed = time.perf_counter() - tick
+                    logs = mean_across(self.world, logs)
+                    history["distillation"].append(logs["distillation"])
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{logs['loss']:.4g}", dist=f"{logs['distillation']:.4g}", img_s=f"{images_seen / max(train_seconds + elapsed, 1e-9):.1f}")
+                    if log is not None and (step % config.log_every == 0 or step == total):
+                        log.log(step, "train", {"epoch": config.epoch_of(step - 1), **logs})
+                    if step % config.checkpoint_every == 0 or step == total:
+                        train_seconds += time.perf_counter() - tick
+                        self._checkpoint(step, val_set, collate, joint, log)
+                        tick = time.perf_counter()
+                train_seconds += time.perf_counter() - tick
+        finally:
+            if bar is not None:
+                bar.close()
+            if log is not None:
+                log.close()
+        summary = {
+            "steps": step,
+            "steps_this_run": steps_done,
+            "train_seconds": round(train_seconds, 3),
+            "steps_per_second": round(steps_done / train_seconds, 4) if train_seconds else None,
+            "wall_seconds": round(time.perf_counter() - start_time, 3),
+            "first_distillation": history["distillation"][0] if history["distillation"] else None,
+            "last_distillation": history["distillation"][-1] if history["distillation"] else None,
+            "best": self.best,
+            "skipped_images": len(self.data.skipped),
+            **self.cache_info,
+        }
+        if self.world.is_main:
+            _atomic_json(run_dir / SUMMARY_FILE, summary)
+        barrier(self.world)
+        return TrainResult(run_dir=run_dir, steps=step, summary=summary)
+
+    def _checkpoint(self, step: int, val_set: Dataset, collate: Any, joint: bool, log: MetricsLog | None) -> None:
+        metrics: dict[str, float] = {}
+        if self.world.is_main and len(val_set):
+            metrics = self.validate(val_set, collate, joint)
+            if log is not None and metrics:
+                log.log(step, "val", metrics)
+            final_stage = joint or self.config.scenario == "d1"
+            if metrics and final_stage and metrics["objective"] < self.best.get("objective", float("inf")):
+                self.best = {"step": step, **metrics}
+                self._save_best(step, metrics)
+        self._save(step, metrics)
+        barrier(self.world)
+
+
+def _progress_bar(total: int, start: int) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, leave=True)
