@@ -91,6 +91,7 @@ def train(
     rate_lambda: float | None = typer.Option(None, "--lambda", help="d2/d3 rate point (paper: 0.004 0.008 0.016 0.032)."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many steps."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint."),
+    init: Path | None = typer.Option(None, "--init", help="Start from this checkpoint's neck (and codec): e.g. a d1 run for d2/d3."),
     overrides: list[str] | None = typer.Option(None, "--set", help="Config override key=value, e.g. optim.lr=3e-4."),
     codec_opt: list[str] | None = typer.Option(None, "--codec-opt", help="Other codec option, name=value."),
     encoder_opt: list[str] | None = typer.Option(None, "--encoder-opt", help="Other encoder option, name=value."),
@@ -127,6 +128,20 @@ def train(
         host = ctx.obj.host
         codec_name, codec_model = build_component(host, "codec", codec, c_options)
         encoder_name, encoder_model = build_component(host, "encoder", encoder, e_options)
+        init_neck = None
+        if init is not None:
+            from neckkit.checkpoint import check_pair, load_checkpoint, restore_codec_state
+
+            start = load_checkpoint(init)
+            check_pair(start.meta, codec_name, encoder_name, init)
+            restore_codec_state(codec_model, start)  # before the fingerprint: the run's codec is this one
+            init_neck = start.neck_state
+            if start.meta.encoder.options != _stored(e_options):
+                typer.echo(
+                    f"Notice: {init} was trained with encoder options {start.meta.encoder.options}, "
+                    f"this run uses {_stored(e_options)}",
+                    err=True,
+                )
         parts = TrainParts(
             codec=codec_model,
             encoder=encoder_model,
@@ -135,7 +150,9 @@ def train(
         )
         images = open_image_set(data, config.data)
         echo = (lambda text: typer.echo(text, err=True)) if as_json else typer.echo
-        trainer = Trainer(config, parts, images, run_dir, world, torch_device, echo=echo, progress=not no_progress)
+        trainer = Trainer(
+            config, parts, images, run_dir, world, torch_device, echo=echo, progress=not no_progress, init_neck=init_neck
+        )
         result = trainer.run(resume=resume)
     finally:
         close_world()

@@ -32,6 +32,7 @@ from neckkit.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     load_trainer_state,
+    restore_codec_state,
     save_checkpoint,
 )
 from neckkit.config.train import TrainConfig
@@ -44,7 +45,7 @@ from neckkit.metrics_log import MetricsLog
 from neckkit.neck import TransformNeck
 from neckkit.neck_path import NeckPath
 from neckkit.scenarios import aux_loss, aux_parameters, codec_trainable, joint_loss, set_codec_training
-from neckkit.weights import seeded_init
+from neckkit.weights import seeded_init, state_dict_mismatches
 
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
@@ -106,6 +107,7 @@ class Trainer:
         device: torch.device | None = None,
         echo: Echo = print,
         progress: bool = True,
+        init_neck: dict[str, Tensor] | None = None,
     ) -> None:
         self.config, self.parts, self.data, self.run_dir = config, parts, data, Path(run_dir)
         self.world = world or World()
@@ -121,6 +123,11 @@ class Trainer:
             raise NeckkitError(f"token_distillation.layer must be in {entry}..{encoder.num_layers}, got {token_layer}")
         with seeded_init(config.seed):
             neck = TransformNeck.for_pair(parts.codec, encoder, config.neck)
+        if init_neck is not None:  # --init: start from a trained neck (e.g. d1's for d2/d3)
+            problems = state_dict_mismatches(neck.state_dict(), init_neck, reference="this run's neck has")
+            if problems:
+                raise NeckkitError(f"--init: the checkpoint's neck does not fit this run's neck: {'; '.join(problems)}")
+            neck.load_state_dict(init_neck)
         encoder.eval().requires_grad_(False)
         self.path = NeckPath(parts.codec, neck, encoder, entry, token_layer).to(self.device)
         self.use_amp = config.amp and self.device.type == "cuda"
@@ -258,8 +265,7 @@ class Trainer:
             raise NeckkitError(f"--resume: {self.run_dir} holds no checkpoint to resume from")
         checkpoint = load_checkpoint(latest)
         self.neck.load_state_dict(checkpoint.neck_state)
-        if checkpoint.codec_state is not None:
-            self.parts.codec.load_state_dict(checkpoint.codec_state)
+        restore_codec_state(self.parts.codec, checkpoint)
         state = load_trainer_state(latest)
         if state is None:
             raise NeckkitError(f"--resume: {latest} has no trainer state (trainer.pt)")
@@ -403,7 +409,7 @@ class Trainer:
         try:
             while step < total:
                 joint = config.is_joint(config.epoch_of(step))
-                stage_end = total if joint or config.scenario == "d1" else min(total, config.loss.epochs * config.steps_per_epoch)
+                stage_end = total if joint or config.scenario == "d1" else min(total, config.neck_epochs * config.steps_per_epoch)
                 model = self._model(joint)
                 loader = DataLoader(
                     rows,

@@ -197,3 +197,26 @@ def test_neck_parameter_count_for_tic_and_clip_l() -> None:
     tic = sum(p.numel() for p in TransformNeck(192, 1024, 16).parameters())
     assert elic == PAPER_FIGURES.neck_params
     assert tic == elic - (320 - 192) * 1024 == 13_060_096
+
+
+def test_init_starts_d3_from_a_d1_neck_and_refuses_another_pair(runner, host, tmp_path: Path) -> None:
+    d1 = tmp_path / "d1"
+    base = ["train", "--encoder", "clip-l", "--tiny", "--no-progress", "--max-steps", "2"]
+    assert invoke(runner, host, *base, "--codec", "tic", "--out", str(d1)).exit_code == 0
+    wrong = invoke(runner, host, *base, "--codec", "elic", "--out", str(tmp_path / "x"), "--init", str(d1))
+    assert wrong.exit_code == 1
+    assert f"checkpoint {d1} holds a neck for codec 'tic' and encoder 'clip-l', not for codec 'elic' and encoder 'clip-l'" in wrong.output
+    assert not (tmp_path / "x").exists()
+    d3 = tmp_path / "d3"
+    result = invoke(runner, host, *base, "--codec", "tic", "--scenario", "d3", "--init", str(d1), "--out", str(d3),
+                    "--set", "scenarios.joint_only=true", "--set", "log_every=1")
+    assert result.exit_code == 0, result.output
+    records = [r for r in read_metrics(d3 / "metrics.jsonl") if r["kind"] == "train"]
+    assert "aux_loss" in records[0] and records[0]["lr"] == TrainConfig().scenarios.phase2_lr  # joint from step 0
+
+    config = quick_config(scenario="d3", **{"scenarios.joint_only": True})
+    start = load_checkpoint(d1)
+    trainer = Trainer(config, parts(host), open_image_set(None, config.data), tmp_path / "t", echo=lambda _t: None,
+                      progress=False, init_neck=start.neck_state)
+    assert all(torch.equal(trainer.neck.state_dict()[k], v) for k, v in start.neck_state.items())
+    assert config.epochs == config.scenarios.phase2_epochs and config.is_joint(0)

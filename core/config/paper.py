@@ -96,6 +96,9 @@ class ScenarioConfig(NeckkitConfig):
         255.0**2, gt=0, description="scale of the distortion terms, CompressAI's MSE convention (inferred)"
     )
     aux_lr: float = Field(1e-3, gt=0, description="Adam lr of the entropy bottleneck's quantiles (CompressAI)")
+    joint_only: bool = Field(
+        False, description="d2/d3: skip d1's schedule and train jointly from step 0, e.g. from a d1 neck (neckkit)"
+    )
 
 
 class ElicConfig(NeckkitConfig):

@@ -65,8 +65,13 @@ class TrainConfig(NeckkitConfig):
         return 0 if self.scenario == "d1" else self.scenarios.phase2_epochs
 
     @property
+    def neck_epochs(self) -> int:
+        """Epochs of d1's schedule (the codec frozen): all of d1, the first phase of d2/d3."""
+        return 0 if self.scenario != "d1" and self.scenarios.joint_only else self.loss.epochs
+
+    @property
     def epochs(self) -> int:
-        return self.loss.epochs + self.joint_epochs
+        return self.neck_epochs + self.joint_epochs
 
     @property
     def total_steps(self) -> int:
@@ -78,7 +83,7 @@ class TrainConfig(NeckkitConfig):
 
     def is_joint(self, epoch: int) -> bool:
         """True in the d2/d3 phase that trains the codec with the neck."""
-        return self.scenario != "d1" and epoch >= self.loss.epochs
+        return self.scenario != "d1" and epoch >= self.neck_epochs
 
     def lr_at(self, epoch: int) -> float:
         """Step schedule: lr x decay at each milestone (d1 phase), phase2_lr in the joint phase."""
