@@ -47,6 +47,18 @@ def output_paths(images: list[Path], output: Path) -> list[Path]:
     return targets
 
 
+def neck_codec(host: Any, neck: Path, codec: str | None, weights: str | None) -> tuple[str, Any, dict[str, Any]]:
+    """The codec a neck checkpoint was trained with (its weights restored), and its stored options."""
+    from neckkit.checkpoint import load_checkpoint
+    from neckkit.machine_path import codec_for_checkpoint
+
+    checkpoint = load_checkpoint(neck)
+    if codec is not None and codec != checkpoint.meta.codec.name:
+        raise NeckkitError(f"codec {codec!r} is not the codec of the neck in {checkpoint.path}, {checkpoint.meta.codec.name!r}")
+    name, model = codec_for_checkpoint(host, checkpoint, weights)
+    return name, model, dict(checkpoint.meta.codec.options)
+
+
 def compress_one(codec: Any, name: str, options: dict[str, Any], fingerprint: str, image: Path, target: Path) -> dict[str, Any]:
     """Compress one image into ``target`` and measure its rates."""
     import torch
@@ -87,13 +99,14 @@ def compress_one(codec: Any, name: str, options: dict[str, Any], fingerprint: st
 def compress(
     ctx: typer.Context,
     images: list[Path] = typer.Argument(..., help="Image files, or folders of images.", show_default=False),
-    codec: str = typer.Option(..., "--codec", "-c", help="Registered codec name (see neckkit list-plugins)."),
+    codec: str | None = typer.Option(None, "--codec", "-c", help="Registered codec name (see neckkit list-plugins)."),
     output: Path = typer.Option(..., "--output", "-o", help="The .nk file, or a folder for several images."),
     quality: int | None = typer.Option(None, "--quality", "-q", help="Codec quality with known weights."),
     codec_weights: Path | None = typer.Option(None, "--codec-weights", help="Codec state dict file."),
     tiny: bool = typer.Option(False, "--tiny", help="Tiny random-init codec (tests, quick start)."),
     random_init: bool = typer.Option(False, "--random-init", help="Real-size codec with random weights."),
     codec_opt: list[str] | None = typer.Option(None, "--codec-opt", help="Other codec option, name=value."),
+    neck: Path | None = typer.Option(None, "--neck", help="Use the codec of this neck checkpoint (d2/d3 train it)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Compress images into .nk bitstreams; prints real (file), payload and estimated bits per pixel."""
@@ -102,11 +115,16 @@ def compress(
     paths = expand_inputs(images)
     targets = output_paths(paths, output)
     weights = str(codec_weights) if codec_weights is not None else None
-    options = codec_options(quality, weights, tiny, random_init, codec_opt)
-    name, model = build_component(ctx.obj.host, "codec", codec, options)
+    if neck is not None:
+        name, model, stored = neck_codec(ctx.obj.host, neck, codec, weights)
+    elif codec is None:
+        raise NeckkitError("pass --codec NAME (or --neck CKPT to use a neck checkpoint's codec)")
+    else:
+        options = codec_options(quality, weights, tiny, random_init, codec_opt)
+        name, model = build_component(ctx.obj.host, "codec", codec, options)
+        stored = {key: value for key, value in options.items() if key != "weights"}  # no local paths in files
     model.eval()
     fingerprint = codec_fingerprint(model)
-    stored = {key: value for key, value in options.items() if key != "weights"}  # no local paths in files
     results, failed = [], []
     for image, target in progress(list(zip(paths, targets, strict=True)), "compressing", enabled=len(paths) > 1 and not as_json):
         try:

@@ -36,6 +36,7 @@ def decompress(
     output: Path | None = typer.Option(None, "--output", "-o", help="Image to write (.png, .jpg, ...)."),
     codec_weights: Path | None = typer.Option(None, "--codec-weights", help="The codec weights used to compress."),
     latent_only: bool = typer.Option(False, "--latent-only", help="Entropy-decode the latent only; no synthesis."),
+    neck: Path | None = typer.Option(None, "--neck", help="Use the codec of this neck checkpoint (d2/d3 train it)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Decode a .nk file: reconstruct the image for human viewing, or with --latent-only just the latent."""
@@ -48,11 +49,17 @@ def decompress(
     if output is None and not latent_only:
         raise NeckkitError("pass -o IMAGE.png for the reconstruction, or --latent-only")
     nk = read_nk(file)
-    options = dict(nk.options)
-    if codec_weights is not None:  # the given weights replace the random ones the file may name
-        options = {key: value for key, value in options.items() if key not in ("tiny", "random_init", "seed")}
-        options["weights"] = str(codec_weights)
-    name, codec = build_component(ctx.obj.host, "codec", nk.codec, options)
+    weights = str(codec_weights) if codec_weights is not None else None
+    if neck is not None:
+        from neckkit.cli.compress import neck_codec
+
+        name, codec, _ = neck_codec(ctx.obj.host, neck, nk.codec, weights)
+    else:
+        options = dict(nk.options)
+        if weights is not None:  # the given weights replace the random ones the file may name
+            options = {key: value for key, value in options.items() if key not in ("tiny", "random_init", "seed")}
+            options["weights"] = weights
+        name, codec = build_component(ctx.obj.host, "codec", nk.codec, options)
     codec.eval()
     check_codec(nk, name, codec_fingerprint(codec), source=str(file))
     check_geometry(nk, codec, str(file))

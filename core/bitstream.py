@@ -490,7 +490,7 @@ def check_codec(nk: NkFile, name: str, fingerprint: str, *, source: str | None =
     if nk.fingerprint != fingerprint:
         raise NeckkitError(
             f"{what}: weights fingerprint {nk.fingerprint} differs from the loaded codec's {_one_line(str(fingerprint))[:64]}; "
-            "pass the same --codec-weights / --quality used to compress"
+            "pass the same --codec-weights / --quality (or --neck) used to compress"
         )
 
 

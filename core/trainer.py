@@ -214,8 +214,13 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------------------------
     def _meta(self, step: int, metrics: dict[str, float]) -> CheckpointMeta:
+        codec_ref = self.parts.codec_ref
+        if self.config.scenario != "d1":  # the codec trains too: record the weights the neck now reads
+            from neckkit.bitstream import codec_fingerprint
+
+            codec_ref = codec_ref.model_copy(update={"fingerprint": codec_fingerprint(self.parts.codec)})
         return CheckpointMeta(
-            codec=self.parts.codec_ref,
+            codec=codec_ref,
             encoder=self.parts.encoder_ref,
             entry_layer=self.config.neck.entry_layer,
             neck=NeckShape.of_neck(self.neck),

@@ -1,0 +1,88 @@
+"""Serving a trained neck: bitstream -> latent -> neck -> the MLLM's encoder -> answer.
+
+The server side of the paper's pipeline. The latent is entropy-decoded only; the codec's synthesis
+transform never runs (:class:`SynthesisWatch` counts its calls, so callers can prove it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from torch import nn
+
+from neckkit.checkpoint import Checkpoint, restore_codec_state
+from neckkit.errors import NeckkitError
+from neckkit.interfaces import MLLM, Codec
+from neckkit.plugin_manager import PluginHost
+
+
+def codec_for_checkpoint(host: PluginHost, checkpoint: Checkpoint, weights: str | None = None) -> tuple[str, Codec]:
+    """The codec the neck was trained on: its registered name and options, its weights restored.
+
+    ``weights`` replaces random-init options (a codec trained from a weights file). The result's
+    fingerprint must equal the one in ``meta.json``, so a neck never reads another codec's latent.
+    """
+    from neckkit.bitstream import codec_fingerprint
+    from neckkit.weights import seeded_init
+
+    ref = checkpoint.meta.codec
+    options = dict(ref.options)
+    if weights is not None:
+        options = {key: value for key, value in options.items() if key not in ("tiny", "random_init", "seed")}
+        options["weights"] = weights
+    component = host.components("codec").get(ref.name)
+    with seeded_init(0):  # as build_component: random inits are reproducible
+        codec = component.build(**options)
+    restore_codec_state(codec, checkpoint)
+    codec.eval()
+    fingerprint = codec_fingerprint(codec)
+    if ref.fingerprint is not None and fingerprint != ref.fingerprint:
+        raise NeckkitError(
+            f"the codec {ref.name!r} built for {checkpoint.path} has weights {fingerprint}, but the neck was trained "
+            f"on weights {ref.fingerprint}; pass the codec weights it was trained with (--codec-weights)"
+        )
+    return component.name, codec
+
+
+def check_mllm(checkpoint: Checkpoint, mllm_name: str, mllm: MLLM) -> None:
+    """Refuse a neck trained for another encoder than the one the MLLM reads, naming both."""
+    trained_for = checkpoint.meta.encoder.name
+    if trained_for != mllm.encoder:
+        raise NeckkitError(
+            f"the neck in {checkpoint.path} was trained for encoder {trained_for!r}, but MLLM {mllm_name!r} "
+            f"reads encoder {mllm.encoder!r}; train a neck with --encoder {mllm.encoder}"
+        )
+
+
+def check_nk_codec(checkpoint: Checkpoint, nk_codec: str, source: str) -> None:
+    """Refuse a bitstream from another codec than the neck's, naming both."""
+    if nk_codec != checkpoint.meta.codec.name:
+        raise NeckkitError(
+            f"{source} was compressed with codec {nk_codec!r}, but the neck in {checkpoint.path} reads "
+            f"codec {checkpoint.meta.codec.name!r}'s latent"
+        )
+
+
+class SynthesisWatch:
+    """Counts forward calls of a codec's synthesis modules (0 on the machine path)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    @contextmanager
+    def watching(self, codec: Codec) -> Iterator[SynthesisWatch]:
+        try:
+            modules: list[nn.Module] = codec.synthesis_modules()
+        except NeckkitError:
+            modules = []
+        handles = [module.register_forward_hook(self._count) for module in modules]
+        try:
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _count(self, *_args: Any) -> None:
+        self.calls += 1
