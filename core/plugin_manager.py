@@ -44,7 +44,7 @@ ENTRY_POINT_GROUP = hookspecs.PROJECT
 # Built-in plugins, registered under their module names exactly like third-party plugins.
 # Each package's __init__ registers its components with lazy factories (so listing them never
 # imports torch); the components themselves live one per module inside the package.
-BUILTIN_PLUGINS: tuple[str, ...] = ("neckkit.plugins.codecs", "neckkit.plugins.encoders")
+BUILTIN_PLUGINS: tuple[str, ...] = ("neckkit.plugins.codecs", "neckkit.plugins.encoders", "neckkit.plugins.mllms")
 
 
 @dataclass(frozen=True)

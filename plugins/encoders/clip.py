@@ -31,6 +31,8 @@ class ClipVariant:
     image_size: int
 
 
+VISION_MODEL_TYPE = "clip_vision_model"  # a bare CLIPVisionModel (e.g. LLaVA's vision tower)
+
 VARIANTS = {
     "clip-l": ClipVariant("openai/clip-vit-large-patch14", 224),
     "clip-l-336": ClipVariant("openai/clip-vit-large-patch14-336", 336),
@@ -79,6 +81,11 @@ def load_clip_model(weights: str, image_size: int) -> Any:
 class HFClipEncoder(VisualEncoder):
     """A transformers ``CLIPModel`` split into embed / blocks / head, with its text tower.
 
+    ``model`` may also be a bare ``CLIPVisionModel`` (config ``model_type`` ``"clip_vision_model"``),
+    e.g. LLaVA's ``vision_tower`` (shared, not copied), so that an MLLM plugin and its encoder run
+    the same modules. Such a model has no text tower and no projection: :meth:`head` returns the
+    library's ``pooler_output`` (``post_layernorm`` of the class token) and ``embed_dim == width``.
+
     ``double_ln_post``: the paper's head. The paper's released necks were trained with a CLIP
     forward that applies the final LayerNorm (``post_layernorm``) twice and projects every token;
     with this option :meth:`head` returns ``visual_projection(post_layernorm(post_layernorm(cls)))``.
@@ -94,19 +101,20 @@ class HFClipEncoder(VisualEncoder):
         super().__init__()
         self.model = model.eval()
         self.double_ln_post = double_ln_post
-        vision = model.config.vision_config
+        self.vision_only = getattr(model.config, "model_type", None) == VISION_MODEL_TYPE
+        vision = model.config if self.vision_only else model.config.vision_config
         self.width = vision.hidden_size
         self.image_size = vision.image_size
         self.grid = vision.image_size // vision.patch_size
         self.num_layers = vision.num_hidden_layers
-        self.embed_dim = model.config.projection_dim
+        self.embed_dim = vision.hidden_size if self.vision_only else model.config.projection_dim
         if not 0 <= entry_layer <= self.num_layers:
             raise NeckkitError(f"entry_layer must be in 0..{self.num_layers}, got {entry_layer}")
         self.entry_layer = entry_layer
 
     @property
     def vision_model(self) -> Any:
-        return self.model.vision_model
+        return self.model if self.vision_only else self.model.vision_model
 
     def preprocess(self, x01: Tensor) -> Tensor:
         return resize_center_crop_normalize(x01, self.image_size, self.mean, self.std)
@@ -126,14 +134,20 @@ class HFClipEncoder(VisualEncoder):
         pooled = self.vision_model.post_layernorm(tokens[:, 0])  # [B, width]
         if self.double_ln_post:  # the paper's quirk, see the class docstring
             pooled = self.vision_model.post_layernorm(pooled)
+        if self.vision_only:  # a bare CLIPVisionModel: its pooler_output, no projection
+            return pooled
         return self.model.visual_projection(pooled)  # [B, embed_dim]
 
-    def text_tower(self) -> nn.Module:
+    def text_tower(self) -> nn.Module | None:
+        if self.vision_only:
+            return None
         return nn.ModuleList([self.model.text_model, self.model.text_projection])
 
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> Tensor:
         """Projected text embeddings [N, embed_dim] (OpenAI BPE, context 77, from open_clip)."""
+        if self.vision_only:
+            raise self._no_text_tower()
         input_ids = openai_tokenizer()(texts)  # [N, 77], zero padding after the end token
         # The text transformer is causal and pools at the end token, so padding after the
         # longest text cannot change any embedding: drop it (4x faster for ImageNet prompts).

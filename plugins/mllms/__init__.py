@@ -1,1 +1,52 @@
-"""Built-in mllm plugins (`neckkit.plugins.mllms.<name>`, one module per mllm)."""
+"""Built-in MLLM plugin: registers every MLLM in this package (one module per MLLM).
+
+``llava``: LLaVA-1.5 through transformers' ``LlavaForConditionalGeneration``, reading ``clip-l-336``;
+``blip2``: BLIP-2 through transformers. The factories are lazy, so ``neckkit list-plugins`` lists
+them without importing torch or transformers.
+"""
+
+from __future__ import annotations
+
+from neckkit.hookspecs import hookimpl
+from neckkit.registry import RegisterCallback, lazy_factory
+
+ENTRY_LAYER_HELP = "vision-encoder block where neck tokens enter (default 2)"
+TINY_HELP = "tiny widths, random init, offline tokenizer (tests, quick start)"
+DTYPE_HELP = "weights dtype, e.g. bfloat16 or float16 (default: the checkpoint's; tiny and random: float32)"
+DEVICE_MAP_HELP = "passed to from_pretrained, e.g. auto or cuda:0 (tiny and random: one device)"
+
+
+@hookimpl
+def register_mllms(register: RegisterCallback) -> None:
+    # -- llava-1.5 (plugins/mllms/llava.py) --
+    register(
+        "llava-1.5",
+        lazy_factory("neckkit.plugins.mllms.llava:build_llava"),
+        description="LLaVA-1.5 (transformers LlavaForConditionalGeneration) reading clip-l-336's second-to-last layer",
+        tiny=True,
+        pretrained=("llava-hf/llava-1.5-7b-hf",),
+        options={
+            "weights": "hub id or local folder with model and processor (default llava-hf/llava-1.5-7b-hf)",
+            "tiny": TINY_HELP,
+            "random_init": "real-size LLaVA-1.5-7B architecture, random weights, offline tokenizer",
+            "entry_layer": ENTRY_LAYER_HELP,
+            "dtype": DTYPE_HELP,
+            "device_map": DEVICE_MAP_HELP,
+        },
+    )
+    # -- blip2 (plugins/mllms/blip2.py) --
+    register(
+        "blip2",
+        lazy_factory("neckkit.plugins.mllms.blip2:build_blip2"),
+        description="BLIP-2 OPT-2.7b (transformers Blip2ForConditionalGeneration) reading eva-g-blip2 through its Q-Former",
+        tiny=True,
+        pretrained=("Salesforce/blip2-opt-2.7b",),
+        options={
+            "weights": "hub id or local folder with model and processor (default Salesforce/blip2-opt-2.7b)",
+            "tiny": TINY_HELP + "; vision weights equal eva-g-blip2 --tiny",
+            "random_init": "real-size BLIP-2 OPT-2.7b architecture, random weights, offline tokenizer",
+            "entry_layer": ENTRY_LAYER_HELP,
+            "dtype": DTYPE_HELP,
+            "device_map": DEVICE_MAP_HELP,
+        },
+    )
