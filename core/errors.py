@@ -23,3 +23,8 @@ class ConfigError(NeckkitError):
 
 class UnknownComponentError(NeckkitError):
     """A codec, encoder or MLLM name that no loaded plugin registered."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message without its final period (its type's name if empty)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")

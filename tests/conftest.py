@@ -1,4 +1,4 @@
-"""Shared fixtures: an isolated plugin host, the CLI runner, the example plugin's source."""
+"""Shared fixtures: an isolated plugin host, the CLI runner, the example plugin's source, an empty hub cache."""
 
 from __future__ import annotations
 
@@ -39,6 +39,18 @@ def bare_host() -> PluginHost:
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
+
+
+@pytest.fixture
+def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Hugging Face cache, offline, so no test depends on what this machine has cached."""
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return cache
 
 
 @pytest.fixture

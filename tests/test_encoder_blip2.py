@@ -303,18 +303,6 @@ def test_missing_folder_is_one_line(tmp_path: Path) -> None:
 # -- hub ids, offline --------------------------------------------------------------------------
 
 
-@pytest.fixture
-def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty Hugging Face cache, offline, so no test depends on what this machine has cached."""
-    import huggingface_hub.constants
-
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return cache
-
-
 def test_uncached_hub_id_offline_is_one_clear_line(hub_cache: Path) -> None:
     with pytest.raises(NeckkitError) as error:
         build_blip2_vision()

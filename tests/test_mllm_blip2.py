@@ -353,18 +353,6 @@ def test_bad_weights_are_one_line(weights: str, match: str, hub_cache: Path) -> 
     assert "\n" not in str(error.value)
 
 
-@pytest.fixture
-def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty Hugging Face cache, offline, so no test depends on what this machine has cached."""
-    import huggingface_hub.constants
-
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return cache
-
-
 def test_missing_hub_weights_offline_is_one_clear_line(hub_cache: Path) -> None:
     with pytest.raises(NeckkitError) as error:
         build_blip2()

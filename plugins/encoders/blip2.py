@@ -19,18 +19,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from neckkit.errors import NeckkitError
-from neckkit.hub import hub_location, hub_offline
+from neckkit.hub import WeightsSource, Wording
 from neckkit.interfaces import VisualEncoder
 from neckkit.preprocess import OPENAI_MEAN, OPENAI_STD, resize_square_normalize
-from neckkit.weights import few_names, seeded_init, state_dict_mismatches
+from neckkit.weights import seeded_init, state_dict_mismatches
 
 HUB_ID = "Salesforce/blip2-opt-2.7b"
 VISION_PREFIX = "vision_model."  # prefix of the vision tensors in a full BLIP-2 checkpoint
@@ -57,67 +55,19 @@ def blip2_vision_config(tiny: bool) -> Any:
 # -- locating and reading the weights ----------------------------------------------------------
 
 
-def _looks_like_path(weights: str) -> bool:
-    """A string meant as a folder rather than an ``owner/name`` hub id."""
-    return weights.startswith(("/", ".", "~")) or weights.count("/") > 1 or os.sep != "/" and os.sep in weights
+# How errors about the encoder's weights read (see neckkit.hub.WeightsSource).
+WORDING = Wording(
+    name="BLIP-2 weights",
+    hub_id=HUB_ID,
+    folder="holds config.json and the safetensors",
+    folder_hint="pass --encoder-weights with a BLIP-2 folder saved by save_pretrained, or use --random-init",
+    flag="--encoder-weights",
+    fallback="--random-init",
+    patterns=("*.json", "*.safetensors"),
+)
 
 
-class _Source:
-    """Where the weights come from: a local folder, or a hub id resolved to its cached snapshot."""
-
-    def __init__(self, weights: str) -> None:
-        self.weights = weights
-        self.hub_id: str | None = None
-        path = Path(weights).expanduser()
-        if path.is_dir():
-            self.folder = path
-            return
-        if path.exists():
-            raise NeckkitError(f"BLIP-2 weights {weights!r} is a file; pass the folder that holds config.json and the safetensors")
-        if _looks_like_path(weights):
-            raise NeckkitError(f"BLIP-2 weights folder {weights!r} does not exist (pass a folder or a hub id such as {HUB_ID!r})")
-        self.hub_id = weights
-        self.folder = self.fetch(["config.json", INDEX_FILE])
-
-    @property
-    def where(self) -> str:
-        if self.hub_id is None:
-            return f"the local folder {self.weights!r}"
-        return f"{self.hub_id!r} from {hub_location()}"
-
-    def hint(self, files: list[str] | None = None) -> str:
-        """What to do about missing files, for the end of an error line."""
-        if self.hub_id is None:
-            return "pass --encoder-weights with a BLIP-2 folder saved by save_pretrained, or use --random-init"
-        wanted = " ".join(files) if files else '--include "*.json" --include "*.safetensors"'
-        return f"Download them (`hf download {self.hub_id} {wanted}`), pass --encoder-weights /path/to/folder, or use --random-init"
-
-    def fetch(self, patterns: list[str]) -> Path:
-        """``snapshot_download`` of just ``patterns`` (from the cache only when offline)."""
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import HFValidationError
-
-        try:
-            return Path(snapshot_download(self.hub_id, allow_patterns=patterns, local_files_only=hub_offline()))
-        except HFValidationError:
-            raise NeckkitError(
-                f"BLIP-2 weights {self.weights!r} are neither a local folder nor a hub id like {HUB_ID!r}"
-            ) from None
-        except (OSError, ValueError) as error:
-            message = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")
-            raise NeckkitError(f"cannot load BLIP-2 weights {self.where}: {message}. {self.hint()}") from None
-
-    def need(self, names: list[str]) -> None:
-        """Make sure ``names`` are in the folder: download them from the hub, or fail with one line."""
-        missing = [name for name in names if not (self.folder / name).is_file()]
-        if missing and self.hub_id is not None:
-            self.folder = self.fetch(missing)
-            missing = [name for name in names if not (self.folder / name).is_file()]
-        if missing:
-            raise NeckkitError(f"cannot load BLIP-2 weights {self.where}: {few_names(missing)} not found. {self.hint(missing)}")
-
-
-def read_vision_config(source: _Source) -> tuple[Any, str]:
+def read_vision_config(source: WeightsSource) -> tuple[Any, str]:
     """The ``Blip2VisionConfig`` of a full BLIP-2 or bare vision folder, and the tensors' key prefix."""
     from transformers import Blip2VisionConfig
 
@@ -144,7 +94,7 @@ def _strip(key: str, prefix: str) -> str | None:
     return None if prefix else key
 
 
-def read_vision_state_dict(source: _Source, prefix: str) -> dict[str, Tensor]:
+def read_vision_state_dict(source: WeightsSource, prefix: str) -> dict[str, Tensor]:
     """The vision tensors, named as in ``Blip2VisionModel``, read only from the shards holding them."""
     from safetensors import safe_open
 
@@ -186,7 +136,7 @@ def load_blip2_vision(weights: str) -> Any:
     """A ``Blip2VisionModel`` with the vision weights of a hub id or local folder, in float32."""
     from transformers import Blip2VisionModel
 
-    source = _Source(weights)
+    source = WeightsSource(weights, WORDING, fetch=["config.json", INDEX_FILE])
     config, prefix = read_vision_config(source)
     state = read_vision_state_dict(source, prefix)
     with torch.device("meta"):  # no random init of ~1B parameters: every tensor is assigned below

@@ -34,14 +34,13 @@ import json
 import re
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from neckkit.errors import NeckkitError
-from neckkit.hub import hub_location, hub_offline
+from neckkit.errors import NeckkitError, first_line
+from neckkit.hub import WeightsSource, Wording
 from neckkit.interfaces import MLLM
 from neckkit.plugins.encoders.blip2 import (
     FULL_MODEL_TYPE,
@@ -50,10 +49,11 @@ from neckkit.plugins.encoders.blip2 import (
     RANDOM_INIT_RANGE,
     SINGLE_FILE,
     Blip2Encoder,
-    _looks_like_path,
     blip2_vision_config,
     build_blip2_vision,
 )
+from neckkit.plugins.mllms.common import GENERATION_OPTIONS, generation_settings, pair_prompts, repeat_batch
+from neckkit.plugins.mllms.tokenizer import IMAGE_TOKEN, byte_level_tokenizer
 from neckkit.weights import few_names, seeded_init
 
 ENCODER = "eva-g-blip2"
@@ -61,7 +61,6 @@ ENCODER = "eva-g-blip2"
 DOWNLOAD_PATTERNS = ("*.json", "*.safetensors", "*.txt")
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
-GENERATION_OPTIONS = ("max_new_tokens", "do_sample", "temperature", "top_p", "num_beams")
 DEFAULT_MAX_NEW_TOKENS = 30  # LAVIS' default caption length for BLIP-2
 DTYPES = {
     "float32": torch.float32,
@@ -72,7 +71,6 @@ DTYPES = {
     "bfloat16": torch.bfloat16,
     "bf16": torch.bfloat16,
 }
-IMAGE_TOKEN = "<image>"
 BYTE_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # OPT's ids 0..3: bos = eos = "</s>" (2), pad 1
 # The real Salesforce/blip2-opt-2.7b: OPT-2.7b stops at "\n" (50118) and <image> is 50265.
 OPT_2_7B = dict(
@@ -104,44 +102,12 @@ def format_prompt(prompt: str) -> str:
     return f"Question: {text} Answer:"
 
 
-def _prompts(prompt: str | list[str] | tuple[str, ...]) -> list[str]:
-    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-    if not prompts or not all(isinstance(item, str) for item in prompts):
-        raise NeckkitError("prompt must be a string or a non-empty list of strings")
-    return prompts
-
-
-def pair_up(prompts: list[str], images: int) -> tuple[list[str], int]:
-    """Prompts and the number of answers: B images one prompt, one image N prompts, or B and B."""
-    if len(prompts) == images:
-        return prompts, images
-    if len(prompts) == 1:
-        return prompts * images, images
-    if images == 1:
-        return prompts, len(prompts)
-    raise NeckkitError(
-        f"got {images} images and {len(prompts)} prompts; pass one prompt, one image, or as many prompts as images"
-    )
-
-
-def _repeat(batch: Tensor, count: int) -> Tensor:
-    return batch if batch.shape[0] == count else batch.expand(count, *batch.shape[1:])
-
-
 def generation_kwargs(options: dict[str, Any]) -> dict[str, Any]:
     """The library's ``generate`` keywords; greedy unless ``do_sample``; unknown options are an error."""
     unknown = sorted(set(options) - set(GENERATION_OPTIONS))
     if unknown:
         raise NeckkitError(f"unknown generation option {unknown[0]!r} for blip2 (accepts: {', '.join(GENERATION_OPTIONS)})")
-    do_sample = bool(options.get("do_sample", False))
-    kwargs: dict[str, Any] = {
-        "max_new_tokens": int(options.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS),
-        "num_beams": int(options.get("num_beams") or 1),
-        "do_sample": do_sample,
-    }
-    if do_sample:  # temperature / top_p mean nothing to greedy or beam search
-        kwargs.update({key: float(options[key]) for key in ("temperature", "top_p") if options.get(key) is not None})
-    return kwargs
+    return generation_settings(options, DEFAULT_MAX_NEW_TOKENS)
 
 
 # -- the MLLM -----------------------------------------------------------------------------------
@@ -262,8 +228,8 @@ class Blip2MLLM(MLLM):
             raise RuntimeError("transformers' BLIP-2 did not call its vision model; neck tokens would be ignored")
 
     def _inputs(self, image_embeds: Tensor, prompt: str | list[str]) -> tuple[Tensor, dict[str, Tensor]]:
-        prompts, count = pair_up(_prompts(prompt), image_embeds.shape[0])
-        return _repeat(image_embeds, count), self.text_inputs(prompts)
+        prompts = pair_prompts(prompt, image_embeds.shape[0])
+        return repeat_batch(image_embeds, len(prompts)), self.text_inputs(prompts)
 
     def _decode(self, sequences: Tensor, input_ids: Tensor) -> list[str]:
         """The generated text only: the library returns the prompt's ids followed by the new ones."""
@@ -328,23 +294,7 @@ def byte_tokenizer() -> Any:
     Every text is encoded (one token per UTF-8 byte), ``"</s>"`` is BOS and EOS as in OPT, and
     BOS starts every encoding; padding is on the left, for batched generation.
     """
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {token: index for index, token in enumerate([*BYTE_SPECIALS, *alphabet])}
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    bos = vocab["</s>"]
-    backend.post_processor = processors.TemplateProcessing(
-        single="</s> $A", pair="</s> $A </s> $B", special_tokens=[("</s>", bos)]
-    )
-    backend.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in (*BYTE_SPECIALS, IMAGE_TOKEN)])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="</s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
-        padding_side="left",
-    )
+    return byte_level_tokenizer(BYTE_SPECIALS, bos="</s>", bos_between_pairs=True)
 
 
 def random_processor(num_query_tokens: int, image_size: int = 224) -> Any:
@@ -492,100 +442,70 @@ def build_random(tiny: bool, dtype: Any = None, device_map: Any = None) -> tuple
 # -- loading real weights -------------------------------------------------------------------------
 
 
-class _Weights:
-    """A hub id resolved to its cached snapshot, or a local folder; one-line errors naming what to fetch."""
+# How errors about BLIP-2 MLLM weights read (see neckkit.hub.WeightsSource).
+WORDING = Wording(
+    name="BLIP-2 weights",
+    loading="BLIP-2",
+    hub_id=HUB_ID,
+    folder="holds config.json and the safetensors",
+    folder_hint=(
+        "pass --mllm-weights with a folder holding Blip2ForConditionalGeneration.save_pretrained and "
+        "Blip2Processor.save_pretrained output, or use --tiny"
+    ),
+    flag="--mllm-weights",
+    fallback="--tiny",
+    pronoun="it",
+    patterns=DOWNLOAD_PATTERNS,
+)
 
-    def __init__(self, weights: str) -> None:
-        self.weights = weights
-        self.hub_id: str | None = None
-        path = Path(weights).expanduser()
-        if path.is_dir():
-            self.folder = path
-        elif path.exists():
-            raise NeckkitError(f"BLIP-2 weights {weights!r} is a file; pass the folder that holds config.json and the safetensors")
-        elif _looks_like_path(weights):
-            raise NeckkitError(f"BLIP-2 weights folder {weights!r} does not exist (pass a folder or a hub id such as {HUB_ID!r})")
-        else:
-            self.hub_id = weights
-            self.folder = self._download()
 
-    @property
-    def where(self) -> str:
-        return f"the local folder {self.weights!r}" if self.hub_id is None else f"{self.hub_id!r} from {hub_location()}"
-
-    def hint(self) -> str:
-        if self.hub_id is None:
-            return (
-                "pass --mllm-weights with a folder holding Blip2ForConditionalGeneration.save_pretrained and "
-                "Blip2Processor.save_pretrained output, or use --tiny"
-            )
-        include = " ".join(f'--include "{pattern}"' for pattern in DOWNLOAD_PATTERNS)
-        return f"Download it (`hf download {self.hub_id} {include}`), pass --mllm-weights /path/to/folder, or use --tiny"
-
-    def fail(self, problem: str) -> NeckkitError:
-        return NeckkitError(f"cannot load BLIP-2 {self.where}: {problem}. {self.hint()}")
-
-    def _download(self) -> Path:
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import HFValidationError
-
+def check_folder(source: WeightsSource) -> None:
+    """config.json of a BLIP-2, its safetensors and the processor's files are all in ``source.folder``."""
+    folder = source.folder
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise source.fail("config.json not found")
+    try:
+        model_type = json.loads(config_path.read_text()).get("model_type")
+    except (OSError, ValueError) as error:
+        raise source.fail(f"unreadable config.json ({first_line(error)})") from None
+    if model_type != FULL_MODEL_TYPE:
+        raise NeckkitError(f"BLIP-2 weights {source.where} have model_type {model_type!r} in config.json; expected {FULL_MODEL_TYPE!r}")
+    missing = []
+    index = folder / INDEX_FILE
+    if index.is_file():
         try:
-            return Path(snapshot_download(self.hub_id, allow_patterns=list(DOWNLOAD_PATTERNS), local_files_only=hub_offline()))
-        except HFValidationError:
-            raise NeckkitError(f"BLIP-2 weights {self.weights!r} are neither a local folder nor a hub id like {HUB_ID!r}") from None
-        except (OSError, ValueError) as error:
-            raise self.fail(_first_line(error)) from None
-
-    def check(self) -> None:
-        """config.json of a BLIP-2, its safetensors and the processor's files are all there."""
-        config_path = self.folder / "config.json"
-        if not config_path.is_file():
-            raise self.fail("config.json not found")
-        try:
-            model_type = json.loads(config_path.read_text()).get("model_type")
-        except (OSError, ValueError) as error:
-            raise self.fail(f"unreadable config.json ({_first_line(error)})") from None
-        if model_type != FULL_MODEL_TYPE:
-            raise NeckkitError(f"BLIP-2 weights {self.where} have model_type {model_type!r} in config.json; expected {FULL_MODEL_TYPE!r}")
-        missing = []
-        index = self.folder / INDEX_FILE
-        if index.is_file():
-            try:
-                shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            except (OSError, ValueError, KeyError) as error:
-                raise self.fail(f"unreadable {INDEX_FILE} ({error!r})") from None
-            missing += [name for name in shards if not (self.folder / name).is_file()]
-        elif not (self.folder / SINGLE_FILE).is_file():
-            missing.append(f"{SINGLE_FILE} (or {INDEX_FILE} and its shards)")
-        if not any((self.folder / name).is_file() for name in PROCESSOR_FILES):
-            missing.append(" or ".join(PROCESSOR_FILES))
-        if not any((self.folder / name).is_file() for name in TOKENIZER_FILES):
-            missing.append("the tokenizer files (tokenizer.json or vocab.json)")
-        if missing:
-            raise self.fail(f"{few_names(missing)} not found")
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError) as error:
+            raise source.fail(f"unreadable {INDEX_FILE} ({error!r})") from None
+        missing += [name for name in shards if not (folder / name).is_file()]
+    elif not (folder / SINGLE_FILE).is_file():
+        missing.append(f"{SINGLE_FILE} (or {INDEX_FILE} and its shards)")
+    if not any((folder / name).is_file() for name in PROCESSOR_FILES):
+        missing.append(" or ".join(PROCESSOR_FILES))
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        missing.append("the tokenizer files (tokenizer.json or vocab.json)")
+    if missing:
+        raise source.fail(f"{few_names(missing)} not found")
 
 
 def load_blip2(weights: str, dtype: Any = None, device_map: Any = None) -> tuple[Any, Any]:
     """``Blip2ForConditionalGeneration`` and ``Blip2Processor`` of a hub id or local folder (the checkpoint's dtype by default)."""
     from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
-    source = _Weights(weights)
-    source.check()
+    source = WeightsSource(weights, WORDING, fetch=DOWNLOAD_PATTERNS)
+    check_folder(source)
     options: dict[str, Any] = {"dtype": "auto" if dtype in (None, "auto") else _dtype(dtype)}
     if device_map is not None:
         options["device_map"] = device_map
     try:
         processor = Blip2Processor.from_pretrained(source.folder)
     except (OSError, ValueError, TypeError) as error:
-        raise source.fail(f"its processor does not load ({_first_line(error)})") from None
+        raise source.fail(f"its processor does not load ({first_line(error)})") from None
     try:
         model = Blip2ForConditionalGeneration.from_pretrained(source.folder, **options)
     except (OSError, ValueError, RuntimeError) as error:
-        raise source.fail(f"the model does not load ({_first_line(error)})") from None
+        raise source.fail(f"the model does not load ({first_line(error)})") from None
     return model, processor
 
 

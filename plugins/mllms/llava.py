@@ -21,23 +21,22 @@ offline tokenizer, whose ``<image>`` id replaces 32000).
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from neckkit.errors import NeckkitError
-from neckkit.hub import hub_location, hub_offline
+from neckkit.errors import NeckkitError, first_line
+from neckkit.hub import WeightsSource, Wording, hub_offline
 from neckkit.interfaces import MLLM, VisualEncoder
 from neckkit.plugins.encoders.clip import HFClipEncoder
+from neckkit.plugins.mllms.common import GENERATION_OPTIONS, generation_settings, pair_prompts, repeat_batch
+from neckkit.plugins.mllms.tokenizer import IMAGE_TOKEN, byte_level_tokenizer
 from neckkit.weights import seeded_init
 
 HUB_ID = "llava-hf/llava-1.5-7b-hf"
 ENCODER = "clip-l-336"
-IMAGE_TOKEN = "<image>"
 # LLaVA-1.5's conversation format (what the llava-hf processor's chat template renders).
 PROMPT_FORMAT = "USER: <image>\n{prompt} ASSISTANT:"
 # The chat template of the llava-hf processors, given to the tiny processor so both render alike.
@@ -47,7 +46,6 @@ CHAT_TEMPLATE = (
     "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' '}}"
     "{% endfor %}{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
 )
-GENERATION_OPTIONS = ("max_new_tokens", "do_sample", "temperature", "top_p", "num_beams")
 DEFAULT_MAX_NEW_TOKENS = 64
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>")
 
@@ -169,27 +167,7 @@ def offline_tokenizer() -> Any:
     ``<unk> <s> </s> <pad>`` are ids 0-3, the 256 bytes follow, ``<image>`` is an added special
     token; a ``<s>`` is prepended as Llama's tokenizer does. Decoding round-trips any text.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS)}
-    for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):
-        vocab[symbol] = len(vocab)
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    backend.decoder = decoders.ByteLevel()
-    backend.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 1)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        unk_token="<unk>",
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        padding_side="left",
-        extra_special_tokens={"image_token": IMAGE_TOKEN},
-    )
+    return byte_level_tokenizer(SPECIAL_TOKENS, bos="<s>", image_token_attribute=True)
 
 
 def offline_processor(image_size: int = 336, patch_size: int = 14) -> Any:
@@ -237,13 +215,18 @@ def _device(device_map: Any) -> torch.device:
     raise NeckkitError("tiny and random-init LLaVA take device_map as one device (e.g. cuda:0 or auto), not a map")
 
 
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")
-
-
-def _looks_like_path(weights: str) -> bool:
-    """A string meant as a folder rather than an ``owner/name`` hub id."""
-    return weights.startswith(("/", ".", "~")) or weights.count("/") > 1 or os.sep != "/" and os.sep in weights
+# How errors about LLaVA weights read (see neckkit.hub.WeightsSource).
+WORDING = Wording(
+    name="LLaVA weights",
+    hub_id=HUB_ID,
+    folder="save_pretrained wrote (model and processor)",
+    folder_hint=(
+        "The folder must hold what save_pretrained writes for the model and its processor; "
+        "pass another with --mllm-weights, or use --mllm-opt random_init=true"
+    ),
+    flag="--mllm-weights",
+    fallback="--mllm-opt random_init=true",
+)
 
 
 def load_llava(weights: str, dtype: str | torch.dtype | None = None, device_map: Any = None) -> tuple[Any, Any]:
@@ -253,39 +236,15 @@ def load_llava(weights: str, dtype: str | torch.dtype | None = None, device_map:
     """
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-    path = Path(weights).expanduser()
-    if path.exists() and not path.is_dir():
-        raise NeckkitError(
-            f"LLaVA weights {weights!r} is a file; pass the folder that save_pretrained wrote (model and processor)"
-        )
-    if not path.exists() and _looks_like_path(weights):
-        raise NeckkitError(
-            f"LLaVA weights folder {weights!r} does not exist (pass a folder or a hub id such as {HUB_ID!r})"
-        )
-    if path.is_dir():
-        where, hint = (
-            f"the local folder {weights!r}",
-            (
-                "The folder must hold what save_pretrained writes for the model and its processor; "
-                "pass another with --mllm-weights, or use --mllm-opt random_init=true"
-            ),
-        )
-        weights = str(path)
-    else:
-        where, hint = (
-            f"{weights!r} from {hub_location()}",
-            (
-                f"Download them (`hf download {weights}`), pass --mllm-weights /path/to/folder, or use --mllm-opt random_init=true"
-            ),
-        )
+    source = WeightsSource(weights, WORDING)  # a hub id is left to from_pretrained, which fetches what it reads
     offline = hub_offline()
     try:
-        processor = AutoProcessor.from_pretrained(weights, local_files_only=offline)
+        processor = AutoProcessor.from_pretrained(source.pretrained, local_files_only=offline)
         model = LlavaForConditionalGeneration.from_pretrained(
-            weights, dtype=_torch_dtype(dtype) or "auto", device_map=device_map, local_files_only=offline
+            source.pretrained, dtype=_torch_dtype(dtype) or "auto", device_map=device_map, local_files_only=offline
         )
     except (OSError, ValueError, KeyError) as error:
-        raise NeckkitError(f"cannot load LLaVA weights {where}: {_first_line(error)}. {hint}") from None
+        raise source.fail(first_line(error)) from None
     return model, processor
 
 
@@ -474,33 +433,12 @@ class LlavaMLLM(MLLM):
 
     # -- batching ---------------------------------------------------------------------------------
 
-    @staticmethod
-    def _pair(count: int, prompt: str | Sequence[str]) -> tuple[list[str], int]:
-        """Prompts, one per answer, and how many times to repeat a single image (1: no repeat).
-
-        B images and one prompt; one image and P prompts; or B images and B prompts.
-        """
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if not prompts or not all(isinstance(text, str) for text in prompts):
-            raise NeckkitError("prompt must be a string or a non-empty list of strings")
-        if len(prompts) == 1:
-            return prompts * count, 1
-        if count == 1:
-            return prompts, len(prompts)
-        if len(prompts) == count:
-            return prompts, 1
-        raise NeckkitError(
-            f"got {count} images and {len(prompts)} prompts: pass one prompt, one image, or one prompt per image"
-        )
-
     def _inputs(
         self, tokens: Tensor, prompt: str | Sequence[str], start: int | None
     ) -> tuple[dict[str, Tensor], Tensor]:
         features = self.image_features(tokens, start)
-        prompts, repeat = self._pair(features.shape[0], prompt)
-        if repeat > 1:
-            features = features.expand(repeat, -1, -1)
-        return self.text_inputs(prompts, features.shape[1]), features
+        prompts = pair_prompts(prompt, features.shape[0])
+        return self.text_inputs(prompts, features.shape[1]), repeat_batch(features, len(prompts))
 
     # -- language model ---------------------------------------------------------------------------
 
@@ -533,9 +471,9 @@ class LlavaMLLM(MLLM):
             raise NeckkitError(
                 f"expected pixels [B, 3, {encoder.image_size}, {encoder.image_size}], got {tuple(pixels.shape)}"
             )
-        prompts, repeat = self._pair(pixels.shape[0], prompt)
+        prompts = pair_prompts(prompt, pixels.shape[0])
         parameter = encoder.vision_model.pre_layrnorm.weight
-        pixels = pixels.to(device=parameter.device, dtype=parameter.dtype).expand(pixels.shape[0] * repeat, -1, -1, -1)
+        pixels = repeat_batch(pixels.to(device=parameter.device, dtype=parameter.dtype), len(prompts))
         num_image_tokens = encoder.grid**2 + (0 if self.select_strategy == "default" else 1)
         return self._generate(self.text_inputs(prompts, num_image_tokens), {"pixel_values": pixels}, options)
 
@@ -545,16 +483,8 @@ class LlavaMLLM(MLLM):
             raise NeckkitError(
                 f"llava-1.5 does not take generation option(s) {', '.join(unknown)} (takes: {', '.join(GENERATION_OPTIONS)})"
             )
-        settings: dict[str, Any] = {
-            "max_new_tokens": int(options.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS),
-            "do_sample": bool(options.get("do_sample", False)),
-            "num_beams": int(options.get("num_beams") or 1),
-        }
-        if settings["do_sample"]:  # greedy and beam search ignore them (and transformers warns)
-            settings.update(
-                {key: float(options[key]) for key in ("temperature", "top_p") if options.get(key) is not None}
-            )
-        else:
+        settings = generation_settings(options, DEFAULT_MAX_NEW_TOKENS)
+        if not settings["do_sample"]:  # greedy and beam search ignore them (and transformers warns)
             settings.update(temperature=None, top_p=None, top_k=None)
         settings["pad_token_id"] = self.tokenizer.pad_token_id
         output = self.model.generate(**inputs, **vision, **settings)
