@@ -6,8 +6,9 @@ from typing import Any
 
 from neckkit.config.base import parse_override
 from neckkit.errors import NeckkitError
-from neckkit.plugin_manager import PluginHost
-from neckkit.registry import ComponentKind
+from neckkit.plugin_manager import build_component
+
+__all__ = ["build_component", "codec_options", "parse_component_options"]
 
 
 def parse_component_options(items: list[str] | None) -> dict[str, Any]:
@@ -30,17 +31,3 @@ def codec_options(
         if value not in (None, False):
             options[key] = value
     return options
-
-
-def build_component(host: PluginHost, kind: ComponentKind, name: str, options: dict[str, Any]) -> tuple[str, Any]:
-    """The component's canonical name and the built object.
-
-    Random initialisation is seeded, so a ``--random-init`` codec used by ``compress`` and by
-    ``decompress`` has the same weights (and fingerprint) in both processes.
-    """
-    from neckkit.weights import seeded_init
-
-    component = host.components(kind).get(name)
-    with seeded_init(0):
-        built = component.build(**options)
-    return component.name, built

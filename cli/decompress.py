@@ -12,6 +12,7 @@ import typer
 from neckkit.cli.components import build_component
 from neckkit.cli.report import print_table
 from neckkit.errors import NeckkitError
+from neckkit.registry import with_weights
 
 MAX_DECODE_PIXELS = 1 << 28  # 16384 x 16384: refuse files that claim larger images
 
@@ -55,11 +56,8 @@ def decompress(
 
         name, codec, _ = neck_codec(ctx.obj.host, neck, nk.codec, weights)
     else:
-        options = dict(nk.options)
-        if weights is not None:  # the given weights replace the random ones the file may name
-            options = {key: value for key, value in options.items() if key not in ("tiny", "random_init", "seed")}
-            options["weights"] = weights
-        name, codec = build_component(ctx.obj.host, "codec", nk.codec, options)
+        # The given weights replace the random ones the file may name.
+        name, codec = build_component(ctx.obj.host, "codec", nk.codec, with_weights(nk.options, weights))
     codec.eval()
     check_codec(nk, name, codec_fingerprint(codec), source=str(file))
     check_geometry(nk, codec, str(file))

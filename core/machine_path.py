@@ -15,7 +15,8 @@ from torch import nn
 from neckkit.checkpoint import Checkpoint, restore_codec_state
 from neckkit.errors import NeckkitError
 from neckkit.interfaces import MLLM, Codec
-from neckkit.plugin_manager import PluginHost
+from neckkit.plugin_manager import PluginHost, build_component
+from neckkit.registry import with_weights
 
 
 def codec_for_checkpoint(host: PluginHost, checkpoint: Checkpoint, weights: str | None = None) -> tuple[str, Codec]:
@@ -25,16 +26,9 @@ def codec_for_checkpoint(host: PluginHost, checkpoint: Checkpoint, weights: str 
     fingerprint must equal the one in ``meta.json``, so a neck never reads another codec's latent.
     """
     from neckkit.bitstream import codec_fingerprint
-    from neckkit.weights import seeded_init
 
     ref = checkpoint.meta.codec
-    options = dict(ref.options)
-    if weights is not None:
-        options = {key: value for key, value in options.items() if key not in ("tiny", "random_init", "seed")}
-        options["weights"] = weights
-    component = host.components("codec").get(ref.name)
-    with seeded_init(0):  # as build_component: random inits are reproducible
-        codec = component.build(**options)
+    name, codec = build_component(host, "codec", ref.name, with_weights(ref.options, weights))
     restore_codec_state(codec, checkpoint)
     codec.eval()
     fingerprint = codec_fingerprint(codec)
@@ -43,7 +37,7 @@ def codec_for_checkpoint(host: PluginHost, checkpoint: Checkpoint, weights: str 
             f"the codec {ref.name!r} built for {checkpoint.path} has weights {fingerprint}, but the neck was trained "
             f"on weights {ref.fingerprint}; pass the codec weights it was trained with (--codec-weights)"
         )
-    return component.name, codec
+    return name, codec
 
 
 def check_mllm(checkpoint: Checkpoint, mllm_name: str, mllm: MLLM) -> None:

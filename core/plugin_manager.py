@@ -274,3 +274,17 @@ def set_host(host: PluginHost | None) -> None:
     global _host
     _host = host
 
+
+
+def build_component(host: PluginHost, kind: ComponentKind, name: str, options: Mapping[str, Any]) -> tuple[str, Any]:
+    """The component's canonical name and the built object.
+
+    Random initialisation is seeded, so a ``--random-init`` codec used by ``compress`` and by
+    ``decompress`` (or a tiny one used by ``train`` and by ``ask``) has the same weights and fingerprint.
+    """
+    from neckkit.weights import seeded_init
+
+    component = host.components(kind).get(name)
+    with seeded_init(0):
+        built = component.build(**options)
+    return component.name, built

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -187,3 +187,14 @@ class ComponentRegistry:
 
     def __len__(self) -> int:
         return len(self._by_name)
+
+
+RANDOM_INIT_OPTIONS = ("tiny", "random_init", "seed")
+
+
+def with_weights(options: Mapping[str, Any], weights: str | None) -> dict[str, Any]:
+    """``options`` with a weights file replacing the random-init options it may name (``None``: unchanged)."""
+    if weights is None:
+        return dict(options)
+    kept = {key: value for key, value in options.items() if key not in RANDOM_INIT_OPTIONS}
+    return {**kept, "weights": weights}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -254,8 +255,6 @@ class Trainer:
         save_checkpoint(folder / checkpoint_dir_name(step), self._meta(step, metrics), neck_state, codec_state, trainer_state)
         steps = sorted(p for p in folder.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))
         for old in steps[:-KEEP_CHECKPOINTS]:
-            import shutil
-
             shutil.rmtree(old, ignore_errors=True)
 
     def _save_best(self, step: int, metrics: dict[str, float]) -> None:
@@ -408,7 +407,7 @@ class Trainer:
             f"for {self.parts.codec_ref.name} -> {self.parts.encoder_ref.name}: steps {start}..{total}, "
             f"{len(train_rows)} training and {len(val_rows)} held-out images, device {self.device}"
         )
-        history: dict[str, list[float]] = {"distillation": []}
+        first_distillation = last_distillation = None
         step, steps_done, train_seconds, images_seen = start, 0, 0.0, 0
         bar = _progress_bar(total, start) if self.progress else None
         try:
@@ -431,7 +430,9 @@ class Trainer:
                     images_seen += config.optim.batch_size
                     elapsed = time.perf_counter() - tick
                     logs = mean_across(self.world, logs)
-                    history["distillation"].append(logs["distillation"])
+                    last_distillation = logs["distillation"]
+                    if first_distillation is None:
+                        first_distillation = last_distillation
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix(loss=f"{logs['loss']:.4g}", dist=f"{logs['distillation']:.4g}", img_s=f"{images_seen / max(train_seconds + elapsed, 1e-9):.1f}")
@@ -453,8 +454,8 @@ class Trainer:
             "train_seconds": round(train_seconds, 3),
             "steps_per_second": round(steps_done / train_seconds, 4) if train_seconds else None,
             "wall_seconds": round(time.perf_counter() - start_time, 3),
-            "first_distillation": history["distillation"][0] if history["distillation"] else None,
-            "last_distillation": history["distillation"][-1] if history["distillation"] else None,
+            "first_distillation": first_distillation,
+            "last_distillation": last_distillation,
             "best": self.best,
             "skipped_images": len(self.data.skipped),
             **self.cache_info,

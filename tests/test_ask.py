@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import invoke
 from neckkit.bitstream import read_nk
@@ -23,8 +22,6 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("ask")
     patch = pytest.MonkeyPatch()
     patch.setenv("NECKKIT_CACHE_DIR", str(folder / "cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     host = PluginHost()
     host.load_builtins()
     runner = CliRunner()
@@ -35,7 +32,6 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     compressed = invoke(runner, host, "compress", str(photo), "--codec", "tic", "--tiny", "-o", str(nk))
     assert compressed.exit_code == 0, compressed.output
     yield runner, host, neck, nk, photo
-    torch.set_num_threads(threads)
     patch.undo()
 
 

@@ -8,7 +8,6 @@ neck and CLIP front built on the meta device (shapes only: no memory, no compute
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -31,15 +30,6 @@ JSON_KEYS = {
     "machine_end_to_end_seconds", "reconstruction_end_to_end_seconds", "codec", "encoder", "size", "entry_layer",
     "device", "threads", "torch", "peak_rss_mib", "synthesis_params", "encoder_front_params",
 }
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: the test machines have two busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def macs_of(function, *args) -> int:

@@ -18,8 +18,6 @@ from neckkit.neck import TransformNeck
 from neckkit.plugins.codecs.compressai_codecs import build_elic
 from neckkit.weights import seeded_init
 
-torch.set_num_threads(1)
-
 SMALL = NeckConfig(num_heads=2, num_blocks=2)
 
 

@@ -7,8 +7,6 @@ import torch
 from neckkit.plugin_manager import PluginHost
 from neckkit.plugins.encoders.clip import build_clip
 
-torch.set_num_threads(1)
-
 
 def _tokens(encoder, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)

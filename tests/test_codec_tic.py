@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,16 +44,6 @@ def smooth_image(height: int, width: int, seed: int, batch: int = 1) -> torch.Te
     generator = torch.Generator().manual_seed(seed)
     coarse = torch.rand(batch, 3, max(height // 32, 2), max(width // 32, 2), generator=generator)
     return F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: on the 2-vCPU test machines TIC ran ~5x slower with two OpenMP
-    threads than with one (real size, 256x256 analysis: 5.7 s vs 1.0 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

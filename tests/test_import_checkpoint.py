@@ -25,8 +25,6 @@ from neckkit.plugin_manager import PluginHost
 from neckkit.plugins.codecs.compressai_codecs import bridging_to_chandelier, build_elic
 from neckkit.weights import seeded_init
 
-torch.set_num_threads(1)
-
 FIXTURES = Path(__file__).parent / "fixtures"
 LEGACY = {"matrices": "_matrix", "biases": "_bias", "factors": "_factor"}
 Release = tuple[Path, dict[str, torch.Tensor], dict[str, torch.Tensor]]  # file, codec, neck as written

@@ -25,15 +25,6 @@ transformers = pytest.importorskip("transformers")
 QUESTION = "what is in the picture?"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: on a busy machine, intra-op threads spin and make each step ~80x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def liven(mllm: Blip2MLLM, seed: int = 5) -> Blip2MLLM:
     """Make a tiny model's answers depend on the image: at init (std 0.02, 32 wide) the language model's
     logits are nearly flat and greedy decoding repeats one token whatever the image. Matrices are

@@ -25,10 +25,6 @@ pytestmark = pytest.mark.usefixtures("offline_cache")
 def offline_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NECKKIT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny TIC is several times faster on one thread of a shared CPU
-    yield
-    torch.set_num_threads(threads)
 
 
 def quick_config(**overrides: object) -> TrainConfig:
