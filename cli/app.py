@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from neckkit import __version__
-from neckkit.cli import ask, bench, compress, decompress, import_checkpoint, list_plugins, train
+from neckkit.cli import ask, bench, compress, decompress, evaluate, import_checkpoint, list_plugins, train
 from neckkit.errors import NeckkitError
 from neckkit.plugin_manager import PluginHost
 
@@ -89,6 +89,7 @@ def build_app(host: PluginHost) -> typer.Typer:
     app.command("import-checkpoint")(import_checkpoint.import_checkpoint)
     app.command("train")(train.train)
     app.command("ask")(ask.ask)
+    app.command("eval")(evaluate.evaluate)
     app.command("bench")(bench.bench)
     host.add_commands(app)
     return app

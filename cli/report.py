@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
 
@@ -19,7 +20,8 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[str]], title: st
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*row)
-    Console(soft_wrap=True).print(table)
+    # A pipe or file gets the whole table on long lines instead of cells folded into 80 columns.
+    Console(soft_wrap=True, width=None if sys.stdout.isatty() else 240).print(table)
 
 
 def progress(items: Sequence[T], description: str, enabled: bool = True) -> Iterator[T]:

@@ -12,11 +12,20 @@ from typing import Any
 
 from torch import nn
 
-from neckkit.checkpoint import Checkpoint, restore_codec_state
+from neckkit.checkpoint import Checkpoint, ComponentRef, restore_codec_state
 from neckkit.errors import NeckkitError
-from neckkit.interfaces import MLLM, Codec
+from neckkit.interfaces import MLLM, Codec, VisualEncoder
 from neckkit.plugin_manager import PluginHost, build_component
 from neckkit.registry import with_weights
+
+
+def _check_fingerprint(kind: str, ref: ComponentRef, built: str, checkpoint: Checkpoint) -> None:
+    """Refuse a rebuilt component whose weights are not the ones recorded in ``meta.json``."""
+    if ref.fingerprint is not None and built != ref.fingerprint:
+        raise NeckkitError(
+            f"the {kind} {ref.name!r} built for {checkpoint.path} has weights {built}, but the neck was trained "
+            f"on weights {ref.fingerprint}; pass the {kind} weights it was trained with (--{kind}-weights)"
+        )
 
 
 def codec_for_checkpoint(host: PluginHost, checkpoint: Checkpoint, weights: str | None = None) -> tuple[str, Codec]:
@@ -31,13 +40,21 @@ def codec_for_checkpoint(host: PluginHost, checkpoint: Checkpoint, weights: str 
     name, codec = build_component(host, "codec", ref.name, with_weights(ref.options, weights))
     restore_codec_state(codec, checkpoint)
     codec.eval()
-    fingerprint = codec_fingerprint(codec)
-    if ref.fingerprint is not None and fingerprint != ref.fingerprint:
-        raise NeckkitError(
-            f"the codec {ref.name!r} built for {checkpoint.path} has weights {fingerprint}, but the neck was trained "
-            f"on weights {ref.fingerprint}; pass the codec weights it was trained with (--codec-weights)"
-        )
+    _check_fingerprint("codec", ref, codec_fingerprint(codec), checkpoint)
     return name, codec
+
+
+def encoder_for_checkpoint(
+    host: PluginHost, checkpoint: Checkpoint, weights: str | None = None
+) -> tuple[str, VisualEncoder]:
+    """The encoder the neck was trained for, checked against the fingerprint in ``meta.json``."""
+    from neckkit.weights import fingerprint
+
+    ref = checkpoint.meta.encoder
+    name, encoder = build_component(host, "encoder", ref.name, with_weights(ref.options, weights))
+    encoder.eval()
+    _check_fingerprint("encoder", ref, fingerprint(encoder), checkpoint)
+    return name, encoder
 
 
 def check_mllm(checkpoint: Checkpoint, mllm_name: str, mllm: MLLM) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Iterator
@@ -73,6 +74,20 @@ def toy_plugin(host: PluginHost) -> Iterator[PluginHost]:
     assert host.register(neckkit_toy.plugin, "neckkit-toy", "0.1.0")
     yield host
     host.unregister("neckkit-toy")
+
+
+@contextlib.contextmanager
+def cli_workspace(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[tuple[CliRunner, PluginHost, Path]]:
+    """For module fixtures: a runner, a host with the built-ins, and a folder whose cache holds the features."""
+    folder = tmp_path_factory.mktemp(name)
+    patch = pytest.MonkeyPatch()
+    patch.setenv("NECKKIT_CACHE_DIR", str(folder / "cache"))
+    plugin_host = PluginHost()
+    plugin_host.load_builtins()
+    try:
+        yield CliRunner(), plugin_host, folder
+    finally:
+        patch.undo()
 
 
 def invoke(runner: CliRunner, host: PluginHost, *args: str):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import invoke
+from conftest import cli_workspace, invoke
 from neckkit.bitstream import read_nk
 from neckkit.samples import sample_images
 
@@ -15,24 +15,14 @@ from neckkit.samples import sample_images
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
     """A tiny clip-l-336 neck trained by neckkit train, and a photo compressed with its codec."""
-    from typer.testing import CliRunner
-
-    from neckkit.plugin_manager import PluginHost
-
-    folder = tmp_path_factory.mktemp("ask")
-    patch = pytest.MonkeyPatch()
-    patch.setenv("NECKKIT_CACHE_DIR", str(folder / "cache"))
-    host = PluginHost()
-    host.load_builtins()
-    runner = CliRunner()
-    neck, nk, photo = folder / "neck", folder / "photo.nk", sample_images()[2]
-    trained = invoke(runner, host, "train", "--codec", "tic", "--encoder", "clip-l-336", "--tiny", "--max-steps", "2",
-                     "--out", str(neck), "--no-progress")
-    assert trained.exit_code == 0, trained.output
-    compressed = invoke(runner, host, "compress", str(photo), "--codec", "tic", "--tiny", "-o", str(nk))
-    assert compressed.exit_code == 0, compressed.output
-    yield runner, host, neck, nk, photo
-    patch.undo()
+    with cli_workspace(tmp_path_factory, "ask") as (runner, host, folder):
+        neck, nk, photo = folder / "neck", folder / "photo.nk", sample_images()[2]
+        trained = invoke(runner, host, "train", "--codec", "tic", "--encoder", "clip-l-336", "--tiny", "--max-steps", "2",
+                         "--out", str(neck), "--no-progress")
+        assert trained.exit_code == 0, trained.output
+        compressed = invoke(runner, host, "compress", str(photo), "--codec", "tic", "--tiny", "-o", str(nk))
+        assert compressed.exit_code == 0, compressed.output
+        yield runner, host, neck, nk, photo
 
 
 def ask(served, *args: str) -> tuple[int, str]:

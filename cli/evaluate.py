@@ -1,0 +1,248 @@
+"""``neckkit eval``: rate vs. task quality of necks against the uncompressed and Reconstruction baselines.
+
+Rate points are trained necks (``--neck``, repeatable: each brings its codec) and plain codec
+qualities (``--codec NAME --quality Q``, repeatable: Reconstruction only). Writes ``eval.json``,
+``eval.csv`` and ``rate_quality.png`` into ``--out``; docs/evaluation.md defines every metric.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from neckkit.cli.components import build_component, codec_options, parse_component_options
+from neckkit.cli.report import print_table, progress
+from neckkit.errors import NeckkitError
+
+RESULT_FILES = ("eval.json", "eval.csv", "rate_quality.png")
+
+
+def point_label(checkpoint_path: Path) -> str:
+    """A short name for a neck checkpoint: its run folder, plus the step folder when not ``best``."""
+    from neckkit.checkpoint import BEST_DIR, CHECKPOINTS_DIR
+
+    if checkpoint_path.name == BEST_DIR:
+        return checkpoint_path.parent.name
+    if checkpoint_path.parent.name == CHECKPOINTS_DIR:
+        return f"{checkpoint_path.parent.parent.name}/{checkpoint_path.name}"
+    return checkpoint_path.name
+
+
+def unique(label: str, taken: set[str]) -> str:
+    """``label``, or ``label#2``, ``label#3``... when already taken."""
+    candidate, number = label, 2
+    while candidate in taken:
+        candidate, number = f"{label}#{number}", number + 1
+    taken.add(candidate)
+    return candidate
+
+
+def output_dir(out: Path | None, base: str, overwrite: bool) -> Path:
+    """``--out``, refused if it already holds results (unless ``--overwrite``); else a free ``evals/<base>[-N]``."""
+    if out is not None:
+        if not overwrite and any((out / name).exists() for name in RESULT_FILES):
+            raise NeckkitError(f"{out} already holds evaluation results; pass --overwrite or choose another --out")
+        return out
+    for number in range(1, 10_000):
+        candidate = Path("evals") / (base if number == 1 else f"{base}-{number}")
+        if not any((candidate / name).exists() for name in RESULT_FILES):
+            return candidate
+    raise NeckkitError("too many evaluations in evals/; pass --out")
+
+
+def neck_points(host: Any, necks: list[Path], codec_weights: str | None, encoder_weights: str | None, taken: set[str]) -> tuple[list[Any], list[Any], Any]:
+    """Rate points for neck checkpoints, their checkpoints, and the one encoder they share."""
+    from neckkit.checkpoint import build_neck, load_checkpoint
+    from neckkit.evaluation import RatePoint
+    from neckkit.machine_path import codec_for_checkpoint, encoder_for_checkpoint
+
+    points, checkpoints, encoder = [], [], None
+    for neck in necks:
+        checkpoint = load_checkpoint(neck)
+        ref = checkpoint.meta.encoder
+        if checkpoints and (ref.name, ref.fingerprint) != (checkpoints[0].meta.encoder.name, checkpoints[0].meta.encoder.fingerprint):
+            first = checkpoints[0].meta.encoder
+            raise NeckkitError(
+                f"one evaluation compares necks of one encoder: {checkpoints[0].path} was trained for {first.name!r} "
+                f"(weights {first.fingerprint}), {checkpoint.path} for {ref.name!r} (weights {ref.fingerprint})"
+            )
+        if encoder is None:
+            encoder = encoder_for_checkpoint(host, checkpoint, encoder_weights)[1]
+        codec_name, codec = codec_for_checkpoint(host, checkpoint, codec_weights)
+        meta = checkpoint.meta
+        info = {"scenario": meta.scenario, "rate_lambda": meta.rate_lambda, "quality": meta.codec.options.get("quality"),
+                "checkpoint": str(checkpoint.path), "step": meta.step}
+        points.append(RatePoint(unique(point_label(checkpoint.path), taken), codec_name, codec, dict(meta.codec.options),
+                                build_neck(checkpoint).eval(), meta.entry_layer, info))
+        checkpoints.append(checkpoint)
+    return points, checkpoints, encoder
+
+
+def evaluate(
+    ctx: typer.Context,
+    neck: list[Path] | None = typer.Option(None, "--neck", help="Neck checkpoint or training run (repeat for a rate sweep)."),
+    codec: str | None = typer.Option(None, "--codec", "-c", help="Codec for Reconstruction-only rate points."),
+    quality: list[int] | None = typer.Option(None, "--quality", "-q", help="Codec quality of a Reconstruction-only point (repeat)."),
+    encoder: str | None = typer.Option(None, "--encoder", "-e", help="Encoder when no --neck names one."),
+    data: Path | None = typer.Option(None, "--data", help="Image folder (class sub-folders: labelled). Default: the bundled photos."),
+    captions: Path | None = typer.Option(None, "--captions", help="Reference captions JSON (needs --mllm)."),
+    questions: Path | None = typer.Option(None, "--questions", help="Questions JSON with human answers (needs --mllm)."),
+    mllm: str | None = typer.Option(None, "--mllm", "-m", help="MLLM that captions / answers on every path."),
+    mllm_weights: str | None = typer.Option(None, "--mllm-weights", help="MLLM hub id or local folder."),
+    mllm_opt: list[str] | None = typer.Option(None, "--mllm-opt", help="Other MLLM option, e.g. dtype=bfloat16."),
+    caption_prompt: str | None = typer.Option(None, "--caption-prompt", help="Prompt that asks the MLLM for a caption."),
+    max_new_tokens: int = typer.Option(30, "--max-new-tokens", help="Longest caption or answer, in tokens."),
+    caption_tokenizer: str = typer.Option("auto", "--caption-tokenizer", help="auto | ptb (Java) | simple."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Result folder (default: evals/<name>, numbered)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace results already in --out."),
+    tiny: bool = typer.Option(False, "--tiny", help="Tiny random-init codec/encoder/MLLM built here (not from a neck)."),
+    random_init: bool = typer.Option(False, "--random-init", help="Real-size random weights for components built here."),
+    codec_weights: Path | None = typer.Option(None, "--codec-weights", help="Codec weights (the necks' codec, or --codec's)."),
+    encoder_weights: Path | None = typer.Option(None, "--encoder-weights", help="Encoder weights the necks were trained with."),
+    codec_opt: list[str] | None = typer.Option(None, "--codec-opt", help="Other option of --codec, name=value."),
+    full_size: bool = typer.Option(False, "--full-size", help="Compress whole images instead of the 256x256 centre crops."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Evaluate the first N images only."),
+    rate: str = typer.Option("bpp", "--rate", help="Plot against bpp (.nk file bytes) or estimated_bpp."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the rows, failures and files as JSON."),
+) -> None:
+    """Rate vs. task quality for necks and codec qualities, with the uncompressed and Reconstruction baselines."""
+    from neckkit.config.paper import DataConfig
+    from neckkit.data import open_image_set
+    from neckkit.distributed import World, device_for
+    from neckkit.eval_annotations import load_captions, load_questions, match_keys
+    from neckkit.eval_report import json_safe, plot_rate_quality, table, write_csv, write_json
+    from neckkit.evaluation import DEFAULT_CAPTION_PROMPT, Evaluator, RatePoint, Tasks
+    from neckkit.images import load_image
+    from neckkit.machine_path import check_mllm
+
+    started = time.perf_counter()
+    if rate not in ("bpp", "estimated_bpp"):
+        raise NeckkitError(f"--rate must be bpp or estimated_bpp, got {rate!r}")
+    if caption_tokenizer not in ("auto", "ptb", "simple"):
+        raise NeckkitError(f"--caption-tokenizer must be auto, ptb or simple, got {caption_tokenizer!r}")
+    if (captions or questions) and mllm is None:
+        raise NeckkitError("--captions and --questions are answered by an MLLM: pass --mllm NAME")
+    if quality and codec is None:
+        raise NeckkitError("--quality needs --codec NAME")
+    if not neck and codec is None:
+        raise NeckkitError("nothing to evaluate: pass --neck CKPT (repeatable) and/or --codec NAME --quality Q")
+    host, taken = ctx.obj.host, set()
+    c_weights = str(codec_weights) if codec_weights is not None else None
+    e_weights = str(encoder_weights) if encoder_weights is not None else None
+    points, checkpoints, encoder_model = neck_points(host, list(neck or []), c_weights, e_weights, taken)
+    encoder_name = checkpoints[0].meta.encoder.name if checkpoints else encoder
+    if encoder_model is None:
+        if encoder is None:
+            raise NeckkitError("pass --encoder NAME: with no --neck there is no encoder to read the images")
+        e_options = {key: value for key, value in (("weights", e_weights), ("tiny", tiny), ("random_init", random_init)) if value}
+        encoder_name, encoder_model = build_component(host, "encoder", encoder, e_options)
+    elif encoder is not None and encoder != encoder_name:
+        raise NeckkitError(f"--encoder {encoder} is not the encoder the necks were trained for, {encoder_name!r}")
+    if codec is not None:
+        for q in quality or [None]:
+            options = codec_options(q, None if neck else c_weights, tiny, random_init, codec_opt)
+            name, model = build_component(host, "codec", codec, options)
+            stored = {key: value for key, value in options.items() if key != "weights"}
+            label = unique(f"{name} q{q}" if q is not None else name, taken)
+            points.append(RatePoint(label, name, model.eval(), stored, info={"quality": q}))
+
+    images = open_image_set(data, DataConfig())
+    root = data if data is not None else Path(images.paths[0]).parent
+    indices = list(range(len(images)))[:limit]
+    keys = [Path(images.paths[i]).relative_to(root).as_posix() for i in indices]
+    tasks = Tasks(generation={"max_new_tokens": max_new_tokens})
+    if images.labelled:
+        tasks.class_names = images.class_names
+        tasks.labels = {key: images.labels[i] for key, i in zip(keys, indices, strict=True)}
+    if captions is not None:
+        references = load_captions(captions)
+        tasks.captions = {key: references[name] for name, key in match_keys(references, keys, f"captions file {captions}").items()}
+    if questions is not None:
+        listed = load_questions(questions)
+        mapping = match_keys({q.image for q in listed}, keys, f"questions file {questions}")
+        for question in listed:
+            tasks.questions.setdefault(mapping[question.image], []).append(question)
+    mllm_name = None
+    if mllm is not None:
+        options = parse_component_options(mllm_opt)
+        for key, value in (("weights", mllm_weights), ("tiny", tiny)):
+            if value not in (None, False):
+                options[key] = value
+        mllm_name, tasks.mllm = build_component(host, "mllm", mllm, options)
+        tasks.mllm.eval()
+        for checkpoint in checkpoints:
+            check_mllm(checkpoint, mllm_name, tasks.mllm)
+        if not checkpoints and tasks.mllm.encoder != encoder_name:
+            raise NeckkitError(f"MLLM {mllm_name!r} reads encoder {tasks.mllm.encoder!r}, not --encoder {encoder_name}")
+        tasks.caption_prompt = caption_prompt if caption_prompt is not None else DEFAULT_CAPTION_PROMPT
+
+    target = output_dir(out, points[0].label if points else "eval", overwrite)
+    torch_device = device_for(World(), device)
+    for point in points:
+        point.codec.to(torch_device)
+        if point.neck is not None:
+            point.neck.to(torch_device)
+    encoder_model.eval().to(torch_device)
+    if tasks.mllm is not None:
+        tasks.mllm.to(torch_device)
+    evaluator = Evaluator(points, encoder_model, tasks, torch_device)
+    for notice in evaluator.notices:
+        typer.echo(f"Notice: {notice}", err=True)
+    read_failures = []
+    for index, key in progress(list(zip(indices, keys, strict=True)), "evaluating", enabled=not no_progress):
+        if full_size:
+            try:
+                image = load_image(images.paths[index])
+            except NeckkitError as error:
+                read_failures.append({"image": key, "point": "read", "error": str(error)})
+                continue
+        else:
+            item = images[index]
+            if item is None:
+                read_failures.append({"image": key, "point": "read", "error": images.skipped[-1]})
+                continue
+            image = item[0].unsqueeze(0)  # [1, 3, crop, crop]
+        evaluator.evaluate(key, image)
+
+    rows, scoring = evaluator.rows({"tokenizer": caption_tokenizer})
+    failures = read_failures + evaluator.failures
+    evaluated = sum(1 for record in evaluator.records if record["path"] == "uncompressed")
+    title = f"{', '.join(sorted({p.codec_name for p in points}))} -> {encoder_name}, {evaluated} images"
+    result: dict[str, Any] = {
+        "data": str(data) if data is not None else "bundled photos",
+        "images": len(indices),
+        "evaluated": evaluated,
+        "crop": None if full_size else DataConfig().crop,
+        "encoder": encoder_name,
+        "mllm": mllm_name,
+        "rate_axis": rate,
+        "points": [{"label": p.label, "codec": p.codec_name, "paths": list(p.paths), **p.info} for p in points],
+        "caption_scoring": scoring,
+        "notices": evaluator.notices,
+        "rows": rows,
+        "failures": failures,
+        "records": evaluator.records,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    if evaluated == 0:
+        raise NeckkitError(f"no image could be evaluated ({len(failures)} failures; first: {failures[0]['error'] if failures else 'none'})")
+    files = {"json": str(write_json(target / "eval.json", result)), "csv": str(write_csv(target / "eval.csv", rows))}
+    plot_rate_quality(target / "rate_quality.png", rows, rate, title)
+    files["plot"] = str(target / "rate_quality.png")
+    if as_json:
+        summary = {key: value for key, value in result.items() if key != "records"} | {"files": files}
+        typer.echo(json.dumps(json_safe(summary), indent=2))
+    else:
+        columns, cells = table(rows)
+        print_table(columns, cells, title=title)
+        typer.echo(f"Results in {target}: eval.json, eval.csv, rate_quality.png ({result['seconds']:.1f} s)")
+    for failure in failures:
+        typer.echo(f"Warning: {failure['image']} at {failure['point']}: {failure['error']}", err=True)
+    if failures:
+        typer.echo(f"{len(failures)} failure(s) counted in eval.json; the other images were evaluated", err=True)

@@ -1,0 +1,256 @@
+"""Rate vs. task quality: every image through every rate point and path (``neckkit eval``).
+
+The three paths of the paper's figures:
+
+- ``uncompressed``: the image itself through the full encoder (the upper bound; no rate);
+- ``reconstruction``: the bitstream decoded to an image by the codec's synthesis transform, then the
+  full encoder (the paper's *Reconstruction* baseline when the codec is the base codec, i.e. d1);
+- ``neck``: the bitstream's latent through the transform-neck, entering the encoder at ``entry_layer``.
+
+At every rate point each image is really compressed: the ``.nk`` file's bytes are built, parsed back
+and entropy-decoded, so ``bpp`` is the size of the file a device would send (``payload_bpp``: the
+entropy-coded streams only) and ``estimated_bpp`` the codec's likelihoods, as the paper reports.
+Embedding errors compare each path's final embedding with the uncompressed image's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from neckkit.errors import NeckkitError, first_line
+from neckkit.eval_annotations import Question
+from neckkit.interfaces import MLLM, Codec, VisualEncoder
+from neckkit.neck import TransformNeck
+
+PATHS = ("uncompressed", "reconstruction", "neck")
+RATE_FIELDS = ("bpp", "payload_bpp", "estimated_bpp")
+MEAN_FIELDS = (*RATE_FIELDS, "psnr", "ms_ssim", "embedding_mse", "embedding_cosine", "top1", "top5")
+CAPTION_FIELDS = ("bleu4", "cider", "meteor", "spice")
+DEFAULT_CAPTION_PROMPT = "Describe the image in one short sentence."
+UNCOMPRESSED = "uncompressed"
+
+
+@dataclass
+class RatePoint:
+    """One codec operating point; with a neck, its neck path is evaluated too."""
+
+    label: str
+    codec_name: str
+    codec: Codec
+    codec_options: dict[str, Any] = field(default_factory=dict)  # recorded in the .nk header
+    neck: TransformNeck | None = None
+    entry_layer: int | None = None
+    info: dict[str, Any] = field(default_factory=dict)  # scenario, rate_lambda, quality, checkpoint
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return ("reconstruction", "neck") if self.neck is not None else ("reconstruction",)
+
+
+@dataclass
+class Tasks:
+    """What is scored beyond embeddings: zero-shot labels, captions, questions."""
+
+    class_names: list[str] | None = None
+    labels: dict[str, int] = field(default_factory=dict)  # image key -> class index
+    captions: dict[str, list[str]] = field(default_factory=dict)  # image key -> reference captions
+    questions: dict[str, list[Question]] = field(default_factory=dict)  # image key -> questions
+    mllm: MLLM | None = None
+    caption_prompt: str = DEFAULT_CAPTION_PROMPT
+    generation: dict[str, Any] = field(default_factory=lambda: {"max_new_tokens": 30})
+
+
+def embedding_error(embedding: Tensor, reference: Tensor) -> tuple[float, float]:
+    """(MSE over the embedding's dimensions, cosine similarity) of [1, D] against [1, D]."""
+    mse = F.mse_loss(embedding.float(), reference.float()).item()
+    cosine = F.cosine_similarity(embedding.float(), reference.float(), dim=-1).item()
+    return mse, cosine
+
+
+def zero_shot_hits(embedding: Tensor, classifier: Tensor, label: int) -> tuple[float, float | None]:
+    """(top-1 hit, top-5 hit) of the image embedding [1, D] against a classifier [D, C].
+
+    Top-5 is ``None`` with five classes or fewer, where it is always a hit.
+    """
+    logits = F.normalize(embedding.float(), dim=-1) @ classifier.to(embedding.device)  # [1, C]
+    ranked = logits[0].argsort(descending=True)
+    top5 = float(label in ranked[:5].tolist()) if classifier.shape[1] > 5 else None
+    return float(ranked[0].item() == label), top5
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    return sum(present) / len(present) if present else None
+
+
+class Evaluator:
+    """Feeds images through the points and paths, keeping one record per (image, point, path)."""
+
+    def __init__(
+        self,
+        points: list[RatePoint],
+        encoder: VisualEncoder,
+        tasks: Tasks | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        labels = [point.label for point in points]
+        if len(set(labels)) != len(labels) or UNCOMPRESSED in labels:
+            raise NeckkitError(f"rate point labels must be unique and not {UNCOMPRESSED!r}, got {labels}")
+        self.points, self.encoder, self.tasks = points, encoder, tasks or Tasks()
+        self.device = torch.device(device)
+        self.records: list[dict[str, Any]] = []
+        self.failures: list[dict[str, str]] = []
+        self.notices: list[str] = []
+        self.classifier: Tensor | None = None
+        if self.tasks.class_names:
+            if encoder.has_text_tower:
+                from neckkit.zero_shot import openai_templates
+
+                self.classifier = encoder.text_classifier(self.tasks.class_names, openai_templates())
+            else:
+                self.notices.append(f"{type(encoder).__name__} has no text tower: no zero-shot accuracy")
+        for point in points:
+            self._check_widths(point)
+
+    def _check_widths(self, point: RatePoint) -> None:
+        neck = point.neck
+        if neck is not None and (neck.width != self.encoder.width or neck.latent_channels != point.codec.latent_channels):
+            raise NeckkitError(
+                f"rate point {point.label!r}: the neck maps {neck.latent_channels} latent channels to width "
+                f"{neck.width}, but the codec has {point.codec.latent_channels} and the encoder width {self.encoder.width}"
+            )
+
+    # -- one image ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, key: str, image: Tensor) -> None:
+        """All points and paths for one image [1, 3, H, W] in [0, 1]; failures are recorded, not raised."""
+        image = image.to(self.device)
+        try:
+            reference = self.encoder.encode(self.encoder.preprocess(image))  # [1, D]
+            record = self._embedding_scores(key, reference, reference)
+            mllm = self.tasks.mllm
+            if mllm is not None:
+                pixels = mllm.visual_encoder.preprocess(image)
+                record.update(self._mllm_scores(key, lambda prompts: mllm.generate_from_pixels(pixels, prompts, **self.tasks.generation)))
+            self.records.append({"image": key, "point": UNCOMPRESSED, "path": UNCOMPRESSED, **record})
+        except Exception as error:  # the image fails on every path: count it once
+            self._fail(key, UNCOMPRESSED, error)
+            return
+        for point in self.points:
+            try:
+                self.records.extend(self._point_records(point, key, image, reference))
+            except Exception as error:
+                self._fail(key, point.label, error)
+
+    def _fail(self, key: str, point: str, error: BaseException) -> None:
+        self.failures.append({"image": key, "point": point, "error": f"{type(error).__name__}: {first_line(error)}"})
+
+    def _point_records(self, point: RatePoint, key: str, image: Tensor, reference: Tensor) -> list[dict[str, Any]]:
+        from neckkit.bitstream import NkFile, bpp, decode_nk, encode_nk
+        from neckkit.image_quality import ms_ssim, psnr
+        from neckkit.neck_path import bits_per_item
+        from neckkit.padding import crop_padding, pad_to_multiple
+
+        codec = point.codec
+        padded, padding = pad_to_multiple(image, codec.pad_multiple)
+        nk = NkFile.from_payload(
+            codec.compress(padded), codec=point.codec_name, fingerprint=self._fingerprint(point),
+            original_size=tuple(image.shape[-2:]), padding=padding, options=point.codec_options,
+        )
+        nk = decode_nk(encode_nk(nk), source=f"{key} at {point.label}")  # the bytes a device sends
+        rates = bpp(nk)
+        estimated = float(bits_per_item(codec.analyze(padded).likelihoods)[0]) / rates.pixels
+        shared = {"image": key, "point": point.label, "bpp": rates.file_bpp, "payload_bpp": rates.payload_bpp,
+                  "estimated_bpp": estimated}
+        y_hat = codec.decompress_latent(nk.to_payload()).to(self.device)  # [1, C, h, w]
+        x_hat = crop_padding(codec.synthesize(y_hat), nk.padding).clamp(0, 1)  # [1, 3, H, W]
+        records = []
+        reconstruction = {**shared, "path": "reconstruction", "psnr": psnr(image, x_hat), "ms_ssim": ms_ssim(image, x_hat)}
+        reconstruction.update(self._embedding_scores(key, self.encoder.encode(self.encoder.preprocess(x_hat)), reference))
+        mllm = self.tasks.mllm
+        if mllm is not None:
+            pixels = mllm.visual_encoder.preprocess(x_hat)
+            reconstruction.update(self._mllm_scores(key, lambda prompts: mllm.generate_from_pixels(pixels, prompts, **self.tasks.generation)))
+        records.append(reconstruction)
+        if point.neck is not None:
+            tokens = point.neck(y_hat)  # [1, T, width] entering block entry_layer
+            neck = {**shared, "path": "neck"}
+            neck.update(self._embedding_scores(key, self.encoder.encode_from(tokens, point.entry_layer), reference))
+            if mllm is not None:
+                start = point.entry_layer
+                neck.update(self._mllm_scores(key, lambda prompts: mllm.generate(tokens, prompts, start=start, **self.tasks.generation)))
+            records.append(neck)
+        return records
+
+    def _fingerprint(self, point: RatePoint) -> str:
+        if "fingerprint" not in point.info:
+            from neckkit.bitstream import codec_fingerprint
+
+            point.info["fingerprint"] = codec_fingerprint(point.codec)
+        return point.info["fingerprint"]
+
+    def _embedding_scores(self, key: str, embedding: Tensor, reference: Tensor) -> dict[str, Any]:
+        mse, cosine = embedding_error(embedding, reference)
+        scores: dict[str, Any] = {"embedding_mse": mse, "embedding_cosine": cosine}
+        label = self.tasks.labels.get(key)
+        if self.classifier is not None and label is not None:
+            scores["top1"], scores["top5"] = zero_shot_hits(embedding, self.classifier, label)
+        return scores
+
+    def _mllm_scores(self, key: str, ask: Callable[[list[str]], list[str]]) -> dict[str, Any]:
+        """The MLLM's caption and answers for one image on one path (``ask``: prompts -> texts)."""
+        from neckkit.text_metrics import vqa_accuracy
+
+        scores: dict[str, Any] = {}
+        if key in self.tasks.captions:
+            scores["caption"] = ask([self.tasks.caption_prompt])[0]
+        questions = self.tasks.questions.get(key, [])
+        if questions:
+            answers = ask([question.question for question in questions])
+            scores["answers"] = answers
+            scores["vqa"] = [vqa_accuracy(answer, list(q.answers)) for answer, q in zip(answers, questions, strict=True)]
+        return scores
+
+    # -- the table ------------------------------------------------------------------------------
+    def rows(self, caption_options: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """One row per (point, path), uncompressed first, then points by increasing bpp.
+
+        Returns the rows and caption-scoring facts (tokenizer, skipped metrics).
+        """
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for record in self.records:
+            groups.setdefault((record["point"], record["path"]), []).append(record)
+        info = {point.label: point for point in self.points}
+        scoring: dict[str, Any] = {}
+        rows = []
+        for (label, path), records in groups.items():
+            row: dict[str, Any] = {"point": label, "path": path, "images": len(records)}
+            point = info.get(label)
+            row.update(codec=point.codec_name if point else None, **{
+                name: point.info.get(name) if point else None for name in ("scenario", "rate_lambda", "quality", "checkpoint")
+            })
+            for name in MEAN_FIELDS:
+                row[name] = _mean([record.get(name) for record in records])
+            row.update(self._caption_scores(records, scoring, caption_options or {}))
+            accuracies = [value for record in records for value in record.get("vqa", [])]
+            row["vqa_accuracy"] = sum(accuracies) / len(accuracies) if accuracies else None
+            rows.append(row)
+        order = {path: index for index, path in enumerate(PATHS)}
+        rows.sort(key=lambda row: (row["path"] != UNCOMPRESSED, row["bpp"] or 0.0, order[row["path"]]))
+        return rows, scoring
+
+    def _caption_scores(self, records: list[dict[str, Any]], scoring: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+        candidates = {record["image"]: record["caption"] for record in records if record.get("caption") is not None}
+        if not candidates:
+            return dict.fromkeys(CAPTION_FIELDS)
+        from neckkit.text_metrics import score_captions
+
+        scores = score_captions(candidates, {key: self.tasks.captions[key] for key in candidates}, **options)
+        scoring.update(tokenizer=scores.tokenizer, skipped=scores.skipped)
+        return {name: getattr(scores, name) for name in CAPTION_FIELDS}
