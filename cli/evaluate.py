@@ -82,6 +82,57 @@ def neck_points(host: Any, necks: list[Path], codec_weights: str | None, encoder
     return points, checkpoints, encoder
 
 
+def annotation_tasks(images: Any, indices: list[int], keys: list[str], captions: Path | None, questions: Path | None) -> Any:
+    """Zero-shot labels (class sub-folders), reference captions and questions, keyed like the images."""
+    from neckkit.eval_annotations import load_captions, load_questions, match_keys
+    from neckkit.evaluation import Tasks
+
+    tasks = Tasks()
+    if images.labelled:
+        tasks.class_names = images.class_names
+        tasks.labels = {key: images.labels[i] for key, i in zip(keys, indices, strict=True)}
+    if captions is not None:
+        references = load_captions(captions)
+        names = match_keys(references, keys, f"captions file {captions}")
+        tasks.captions = {key: references[name] for name, key in names.items()}
+    if questions is not None:
+        listed = load_questions(questions)
+        mapping = match_keys({q.image for q in listed}, keys, f"questions file {questions}")
+        for question in listed:
+            tasks.questions.setdefault(mapping[question.image], []).append(question)
+    return tasks
+
+
+def load_mllm(host: Any, name: str, weights: str | None, extra: list[str] | None, tiny: bool,
+              checkpoints: list[Any], encoder_name: str) -> tuple[str, Any]:
+    """The MLLM, refused unless it reads the encoder the necks (or --encoder) were made for."""
+    from neckkit.machine_path import check_mllm
+
+    options = parse_component_options(extra)
+    for key, value in (("weights", weights), ("tiny", tiny)):
+        if value not in (None, False):
+            options[key] = value
+    mllm_name, model = build_component(host, "mllm", name, options)
+    model.eval()
+    for checkpoint in checkpoints:
+        check_mllm(checkpoint, mllm_name, model)
+    if not checkpoints and model.encoder != encoder_name:
+        raise NeckkitError(f"MLLM {mllm_name!r} reads encoder {model.encoder!r}, not --encoder {encoder_name}")
+    return mllm_name, model
+
+
+def read_image(images: Any, index: int, full_size: bool) -> Any:
+    """Image ``index`` as [1, 3, H, W] in [0, 1]: the training crop, or the whole image; NeckkitError if unreadable."""
+    from neckkit.images import load_image
+
+    if full_size:
+        return load_image(images.paths[index])
+    item = images[index]
+    if item is None:
+        raise NeckkitError(images.skipped[-1])
+    return item[0].unsqueeze(0)  # [1, 3, crop, crop]
+
+
 def evaluate(
     ctx: typer.Context,
     neck: list[Path] | None = typer.Option(None, "--neck", help="Neck checkpoint or training run (repeat for a rate sweep)."),
@@ -115,11 +166,8 @@ def evaluate(
     from neckkit.config.paper import DataConfig
     from neckkit.data import open_image_set
     from neckkit.distributed import World, device_for
-    from neckkit.eval_annotations import load_captions, load_questions, match_keys
     from neckkit.eval_report import json_safe, plot_rate_quality, table, write_csv, write_json
-    from neckkit.evaluation import DEFAULT_CAPTION_PROMPT, Evaluator, RatePoint, Tasks
-    from neckkit.images import load_image
-    from neckkit.machine_path import check_mllm
+    from neckkit.evaluation import DEFAULT_CAPTION_PROMPT, Evaluator, RatePoint
 
     started = time.perf_counter()
     if rate not in ("bpp", "estimated_bpp"):
@@ -156,30 +204,11 @@ def evaluate(
     root = data if data is not None else Path(images.paths[0]).parent
     indices = list(range(len(images)))[:limit]
     keys = [Path(images.paths[i]).relative_to(root).as_posix() for i in indices]
-    tasks = Tasks(generation={"max_new_tokens": max_new_tokens})
-    if images.labelled:
-        tasks.class_names = images.class_names
-        tasks.labels = {key: images.labels[i] for key, i in zip(keys, indices, strict=True)}
-    if captions is not None:
-        references = load_captions(captions)
-        tasks.captions = {key: references[name] for name, key in match_keys(references, keys, f"captions file {captions}").items()}
-    if questions is not None:
-        listed = load_questions(questions)
-        mapping = match_keys({q.image for q in listed}, keys, f"questions file {questions}")
-        for question in listed:
-            tasks.questions.setdefault(mapping[question.image], []).append(question)
+    tasks = annotation_tasks(images, indices, keys, captions, questions)
+    tasks.generation = {"max_new_tokens": max_new_tokens}
     mllm_name = None
     if mllm is not None:
-        options = parse_component_options(mllm_opt)
-        for key, value in (("weights", mllm_weights), ("tiny", tiny)):
-            if value not in (None, False):
-                options[key] = value
-        mllm_name, tasks.mllm = build_component(host, "mllm", mllm, options)
-        tasks.mllm.eval()
-        for checkpoint in checkpoints:
-            check_mllm(checkpoint, mllm_name, tasks.mllm)
-        if not checkpoints and tasks.mllm.encoder != encoder_name:
-            raise NeckkitError(f"MLLM {mllm_name!r} reads encoder {tasks.mllm.encoder!r}, not --encoder {encoder_name}")
+        mllm_name, tasks.mllm = load_mllm(host, mllm, mllm_weights, mllm_opt, tiny, checkpoints, encoder_name)
         tasks.caption_prompt = caption_prompt if caption_prompt is not None else DEFAULT_CAPTION_PROMPT
 
     target = output_dir(out, points[0].label if points else "eval", overwrite)
@@ -196,18 +225,11 @@ def evaluate(
         typer.echo(f"Notice: {notice}", err=True)
     read_failures = []
     for index, key in progress(list(zip(indices, keys, strict=True)), "evaluating", enabled=not no_progress):
-        if full_size:
-            try:
-                image = load_image(images.paths[index])
-            except NeckkitError as error:
-                read_failures.append({"image": key, "point": "read", "error": str(error)})
-                continue
-        else:
-            item = images[index]
-            if item is None:
-                read_failures.append({"image": key, "point": "read", "error": images.skipped[-1]})
-                continue
-            image = item[0].unsqueeze(0)  # [1, 3, crop, crop]
+        try:
+            image = read_image(images, index, full_size)
+        except NeckkitError as error:
+            read_failures.append({"image": key, "point": "read", "error": str(error)})
+            continue
         evaluator.evaluate(key, image)
 
     rows, scoring = evaluator.rows({"tokenizer": caption_tokenizer})
