@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from neckkit.cli.components import build_component, parse_component_options
+from neckkit.cli.components import build_component, component_options
 
 
 class Stopwatch:
@@ -57,10 +57,7 @@ def ask(
 
     watch, synthesis = Stopwatch(), SynthesisWatch()
     checkpoint = load_checkpoint(neck)
-    options = parse_component_options(mllm_opt)
-    for key, value in (("weights", mllm_weights), ("tiny", tiny)):
-        if value not in (None, False):
-            options[key] = value
+    options = component_options(mllm_opt, weights=mllm_weights, tiny=tiny)
     with watch.stage("load_mllm"):
         mllm_name, model = build_component(ctx.obj.host, "mllm", mllm, options)
     check_mllm(checkpoint, mllm_name, model)

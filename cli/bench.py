@@ -21,7 +21,11 @@ from typing import Any
 
 import typer
 
-from neckkit.cli.components import build_component, codec_options, parse_component_options
+from neckkit.cli.components import (
+    build_component,
+    codec_options,
+    component_options,
+)
 from neckkit.cli.report import print_table
 from neckkit.errors import NeckkitError
 
@@ -243,14 +247,9 @@ def bench(
     host = ctx.obj.host
     weights = str(codec_weights) if codec_weights is not None else None
     c_options = codec_options(None, weights, tiny, random_init and not tiny and weights is None, codec_opt)
-    e_options = parse_component_options(encoder_opt)
-    for key, value in (
-        ("weights", encoder_weights),
-        ("tiny", tiny),
-        ("random_init", random_init and not tiny and encoder_weights is None),
-    ):
-        if value not in (None, False):
-            e_options[key] = value
+    e_options = component_options(
+        encoder_opt, weights=encoder_weights, tiny=tiny, random_init=random_init and not tiny and encoder_weights is None
+    )
     codec_name, codec_model = build_component(host, "codec", codec, c_options)
     encoder_name, encoder_model = build_component(host, "encoder", encoder, e_options)
     report = run_bench(

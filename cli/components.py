@@ -8,7 +8,7 @@ from neckkit.config.base import parse_override
 from neckkit.errors import NeckkitError
 from neckkit.plugin_manager import build_component
 
-__all__ = ["build_component", "codec_options", "parse_component_options"]
+__all__ = ["build_component", "codec_options", "component_options", "parse_component_options", "stored_options"]
 
 
 def parse_component_options(items: list[str] | None) -> dict[str, Any]:
@@ -22,12 +22,20 @@ def parse_component_options(items: list[str] | None) -> dict[str, Any]:
     return options
 
 
+def component_options(extra: list[str] | None, **flags: Any) -> dict[str, Any]:
+    """Factory options: ``--*-opt name=value`` items, then the command's flags; unset flags (None, False) are left out."""
+    options = parse_component_options(extra)
+    options.update({key: value for key, value in flags.items() if value is not None and value is not False})
+    return options
+
+
 def codec_options(
     quality: int | None, weights: str | None, tiny: bool, random_init: bool, extra: list[str] | None
 ) -> dict[str, Any]:
     """Factory options from the common codec flags; unset flags are left out."""
-    options = parse_component_options(extra)
-    for key, value in (("quality", quality), ("weights", weights), ("tiny", tiny), ("random_init", random_init)):
-        if value not in (None, False):
-            options[key] = value
-    return options
+    return component_options(extra, quality=quality, weights=weights, tiny=tiny, random_init=random_init)
+
+
+def stored_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Options recorded in checkpoints and .nk headers: no local paths (the fingerprint identifies the weights)."""
+    return {key: value for key, value in options.items() if key != "weights"}

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from neckkit.cli.components import build_component, codec_options
+from neckkit.cli.components import build_component, codec_options, stored_options
 from neckkit.cli.report import print_table, progress
 from neckkit.errors import NeckkitError
 
@@ -122,7 +122,7 @@ def compress(
     else:
         options = codec_options(quality, weights, tiny, random_init, codec_opt)
         name, model = build_component(ctx.obj.host, "codec", codec, options)
-        stored = {key: value for key, value in options.items() if key != "weights"}  # no local paths in files
+        stored = stored_options(options)
     model.eval()
     fingerprint = codec_fingerprint(model)
     results, failed = [], []

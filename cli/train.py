@@ -8,7 +8,12 @@ from typing import Any
 
 import typer
 
-from neckkit.cli.components import build_component, codec_options, parse_component_options
+from neckkit.cli.components import (
+    build_component,
+    codec_options,
+    component_options,
+    stored_options,
+)
 from neckkit.errors import NeckkitError
 
 RESUMABLE_KEYS = ("max_steps", "num_workers", "log_every")  # may change when resuming
@@ -121,10 +126,7 @@ def train(
     try:
         weights = str(codec_weights) if codec_weights is not None else None
         c_options = codec_options(quality, weights, tiny, random_init, codec_opt)
-        e_options = parse_component_options(encoder_opt)
-        for key, value in (("weights", encoder_weights), ("tiny", tiny), ("random_init", random_init)):
-            if value not in (None, False):
-                e_options[key] = value
+        e_options = component_options(encoder_opt, weights=encoder_weights, tiny=tiny, random_init=random_init)
         host = ctx.obj.host
         codec_name, codec_model = build_component(host, "codec", codec, c_options)
         encoder_name, encoder_model = build_component(host, "encoder", encoder, e_options)
@@ -136,17 +138,17 @@ def train(
             check_pair(start.meta, codec_name, encoder_name, init)
             restore_codec_state(codec_model, start)  # before the fingerprint: the run's codec is this one
             init_neck = start.neck_state
-            if start.meta.encoder.options != _stored(e_options):
+            if start.meta.encoder.options != stored_options(e_options):
                 typer.echo(
                     f"Notice: {init} was trained with encoder options {start.meta.encoder.options}, "
-                    f"this run uses {_stored(e_options)}",
+                    f"this run uses {stored_options(e_options)}",
                     err=True,
                 )
         parts = TrainParts(
             codec=codec_model,
             encoder=encoder_model,
-            codec_ref=ComponentRef(name=codec_name, options=_stored(c_options), fingerprint=codec_fingerprint(codec_model)),
-            encoder_ref=ComponentRef(name=encoder_name, options=_stored(e_options), fingerprint=fingerprint(encoder_model)),
+            codec_ref=ComponentRef(name=codec_name, options=stored_options(c_options), fingerprint=codec_fingerprint(codec_model)),
+            encoder_ref=ComponentRef(name=encoder_name, options=stored_options(e_options), fingerprint=fingerprint(encoder_model)),
         )
         images = open_image_set(data, config.data)
         echo = (lambda text: typer.echo(text, err=True)) if as_json else typer.echo
@@ -174,6 +176,3 @@ def train(
     typer.echo(f"{summary['steps_this_run']} steps in {summary['train_seconds']:.1f} s; run saved in {result.run_dir}")
 
 
-def _stored(options: dict[str, Any]) -> dict[str, Any]:
-    """Options recorded in checkpoints: no local paths (the fingerprint identifies the weights)."""
-    return {key: value for key, value in options.items() if key != "weights"}
