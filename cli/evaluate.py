@@ -14,7 +14,12 @@ from typing import Any
 
 import typer
 
-from neckkit.cli.components import build_component, codec_options, parse_component_options
+from neckkit.cli.components import (
+    build_component,
+    codec_options,
+    component_options,
+    stored_options,
+)
 from neckkit.cli.report import print_table, progress
 from neckkit.errors import NeckkitError
 
@@ -108,11 +113,7 @@ def load_mllm(host: Any, name: str, weights: str | None, extra: list[str] | None
     """The MLLM, refused unless it reads the encoder the necks (or --encoder) were made for."""
     from neckkit.machine_path import check_mllm
 
-    options = parse_component_options(extra)
-    for key, value in (("weights", weights), ("tiny", tiny)):
-        if value not in (None, False):
-            options[key] = value
-    mllm_name, model = build_component(host, "mllm", name, options)
+    mllm_name, model = build_component(host, "mllm", name, component_options(extra, weights=weights, tiny=tiny))
     model.eval()
     for checkpoint in checkpoints:
         check_mllm(checkpoint, mllm_name, model)
@@ -188,7 +189,7 @@ def evaluate(
     if encoder_model is None:
         if encoder is None:
             raise NeckkitError("pass --encoder NAME: with no --neck there is no encoder to read the images")
-        e_options = {key: value for key, value in (("weights", e_weights), ("tiny", tiny), ("random_init", random_init)) if value}
+        e_options = component_options(None, weights=e_weights, tiny=tiny, random_init=random_init)
         encoder_name, encoder_model = build_component(host, "encoder", encoder, e_options)
     elif encoder is not None and encoder != encoder_name:
         raise NeckkitError(f"--encoder {encoder} is not the encoder the necks were trained for, {encoder_name!r}")
@@ -196,9 +197,8 @@ def evaluate(
         for q in quality or [None]:
             options = codec_options(q, None if neck else c_weights, tiny, random_init, codec_opt)
             name, model = build_component(host, "codec", codec, options)
-            stored = {key: value for key, value in options.items() if key != "weights"}
             label = unique(f"{name} q{q}" if q is not None else name, taken)
-            points.append(RatePoint(label, name, model.eval(), stored, info={"quality": q}))
+            points.append(RatePoint(label, name, model.eval(), stored_options(options), info={"quality": q}))
 
     images = open_image_set(data, DataConfig())
     root = data if data is not None else Path(images.paths[0]).parent
@@ -244,7 +244,8 @@ def evaluate(
         "encoder": encoder_name,
         "mllm": mllm_name,
         "rate_axis": rate,
-        "points": [{"label": p.label, "codec": p.codec_name, "paths": list(p.paths), **p.info} for p in points],
+        "points": [{"label": p.label, "codec": p.codec_name, "fingerprint": p.fingerprint, "paths": list(p.paths), **p.info}
+                   for p in points],
         "caption_scoring": scoring,
         "notices": evaluator.notices,
         "rows": rows,

@@ -47,6 +47,12 @@ class RatePoint:
     neck: TransformNeck | None = None
     entry_layer: int | None = None
     info: dict[str, Any] = field(default_factory=dict)  # scenario, rate_lambda, quality, checkpoint
+    fingerprint: str = field(init=False)  # of the codec's weights, written into every .nk header
+
+    def __post_init__(self) -> None:
+        from neckkit.bitstream import codec_fingerprint
+
+        self.fingerprint = codec_fingerprint(self.codec)
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -160,7 +166,7 @@ class Evaluator:
         codec = point.codec
         padded, padding = pad_to_multiple(image, codec.pad_multiple)
         nk = NkFile.from_payload(
-            codec.compress(padded), codec=point.codec_name, fingerprint=self._fingerprint(point),
+            codec.compress(padded), codec=point.codec_name, fingerprint=point.fingerprint,
             original_size=tuple(image.shape[-2:]), padding=padding, options=point.codec_options,
         )
         nk = decode_nk(encode_nk(nk), source=f"{key} at {point.label}")  # the bytes a device sends
@@ -187,13 +193,6 @@ class Evaluator:
                 neck.update(self._mllm_scores(key, lambda prompts: mllm.generate(tokens, prompts, start=start, **self.tasks.generation)))
             records.append(neck)
         return records
-
-    def _fingerprint(self, point: RatePoint) -> str:
-        if "fingerprint" not in point.info:
-            from neckkit.bitstream import codec_fingerprint
-
-            point.info["fingerprint"] = codec_fingerprint(point.codec)
-        return point.info["fingerprint"]
 
     def _embedding_scores(self, key: str, embedding: Tensor, reference: Tensor) -> dict[str, Any]:
         mse, cosine = embedding_error(embedding, reference)
