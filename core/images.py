@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from neckkit.errors import NeckkitError
+from neckkit.files import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif")
 
@@ -62,16 +61,9 @@ def save_image(x: Tensor, path: str | Path) -> Path:
     image_format = Image.registered_extensions().get(path.suffix.lower())
     if image_format is None:
         raise NeckkitError(f"cannot write {path}: unknown image suffix {path.suffix!r} (use .png, .jpg, ...)")
-    path.parent.mkdir(parents=True, exist_ok=True)
     image = tensor_to_image(x)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix, delete=False) as handle:
-        temporary = Path(handle.name)
-    try:
+    with atomic_path(path) as temporary:
         image.save(temporary, format=image_format)
-        os.replace(temporary, path)
-    except Exception:
-        temporary.unlink(missing_ok=True)
-        raise
     return path
 
 

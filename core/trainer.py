@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +38,7 @@ from neckkit.config.train import TrainConfig
 from neckkit.data import ImageSet, collate_readable
 from neckkit.distributed import World, barrier, mean_across
 from neckkit.errors import NeckkitError
+from neckkit.files import atomic_path
 from neckkit.interfaces import Codec, VisualEncoder
 from neckkit.losses import SurrogateLoss, distillation_loss
 from neckkit.metrics_log import MetricsLog
@@ -90,9 +89,8 @@ def _value(tensor: Tensor) -> float:
 
 
 def _atomic_json(path: Path, data: dict[str, Any]) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-    os.replace(handle.name, path)
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(data, indent=2), encoding="utf-8")
 
 
 class Trainer:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from neckkit.errors import NeckkitError
+from neckkit.files import atomic_path
 
 TextEncoder = Callable[[list[str]], Tensor]  # texts -> [N, embed_dim]
 
@@ -79,9 +79,6 @@ def cached_text_classifier(
         except Exception:  # a damaged cache entry is rebuilt, never trusted
             path.unlink(missing_ok=True)
     classifier = build_text_classifier(encode_text, class_names, templates)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
-        temporary = Path(handle.name)
-    save_file({"classifier": classifier.contiguous().cpu()}, str(temporary))
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        save_file({"classifier": classifier.contiguous().cpu()}, str(temporary))
     return classifier
