@@ -192,6 +192,13 @@ class ComponentRegistry:
 RANDOM_INIT_OPTIONS = ("tiny", "random_init", "seed")
 
 
+def random_weights(weights: str | None, tiny: bool, random_init: bool) -> bool:
+    """Whether a factory builds seeded random weights (tiny or random_init); refuses a weights source as well."""
+    if (tiny or random_init) and weights is not None:
+        raise NeckkitError("pass either weights or tiny/random_init, not both")
+    return tiny or random_init
+
+
 def with_weights(options: Mapping[str, Any], weights: str | None) -> dict[str, Any]:
     """``options`` with a weights file replacing the random-init options it may name (``None``: unchanged)."""
     if weights is None:

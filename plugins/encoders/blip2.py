@@ -28,6 +28,7 @@ from neckkit.errors import NeckkitError
 from neckkit.hub import WeightsSource, Wording
 from neckkit.interfaces import VisualEncoder
 from neckkit.preprocess import OPENAI_MEAN, OPENAI_STD, resize_square_normalize
+from neckkit.registry import random_weights
 from neckkit.weights import seeded_init, state_dict_mismatches
 
 HUB_ID = "Salesforce/blip2-opt-2.7b"
@@ -223,9 +224,7 @@ def build_blip2_vision(weights: str | None = None, tiny: bool = False, random_in
     """Factory for ``eva-g-blip2``: hub id or local folder (full BLIP-2 or bare vision model), tiny or random."""
     from transformers import Blip2VisionModel
 
-    if tiny or random_init:
-        if weights is not None:
-            raise NeckkitError("pass either weights or tiny/random_init, not both")
+    if random_weights(weights, tiny, random_init):
         with seeded_init() if tiny else contextlib.nullcontext():
             model = Blip2VisionModel(blip2_vision_config(tiny=tiny))
     else:

@@ -20,6 +20,7 @@ from neckkit.errors import NeckkitError
 from neckkit.hub import hub_location, hub_offline
 from neckkit.interfaces import VisualEncoder
 from neckkit.preprocess import OPENAI_MEAN, OPENAI_STD, resize_center_crop_normalize
+from neckkit.registry import random_weights
 from neckkit.weights import seeded_init
 
 
@@ -176,9 +177,7 @@ def build_clip(
     from transformers import CLIPModel
 
     spec = VARIANTS[variant]
-    if tiny or random_init:
-        if weights is not None:
-            raise NeckkitError("pass either weights or tiny/random_init, not both")
+    if random_weights(weights, tiny, random_init):
         with seeded_init() if tiny else contextlib.nullcontext():
             model = CLIPModel(clip_config(spec.image_size, tiny=tiny))
     else:

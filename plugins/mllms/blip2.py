@@ -54,6 +54,7 @@ from neckkit.plugins.encoders.blip2 import (
 )
 from neckkit.plugins.mllms.common import GENERATION_OPTIONS, generation_settings, pair_prompts, repeat_batch
 from neckkit.plugins.mllms.tokenizer import IMAGE_TOKEN, byte_level_tokenizer
+from neckkit.registry import random_weights
 from neckkit.weights import few_names, seeded_init
 
 ENCODER = "eva-g-blip2"
@@ -518,9 +519,7 @@ def build_blip2(
     device_map: Any = None,
 ) -> Blip2MLLM:
     """Factory for ``blip2``: a hub id or local folder (default Salesforce/blip2-opt-2.7b), tiny or random."""
-    if tiny or random_init:
-        if weights is not None:
-            raise NeckkitError("pass either weights or tiny/random_init, not both")
+    if random_weights(weights, tiny, random_init):
         if dtype == "auto":
             dtype = None
         model, processor = build_random(tiny=tiny, dtype=dtype, device_map=device_map)

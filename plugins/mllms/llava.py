@@ -33,6 +33,7 @@ from neckkit.interfaces import MLLM, VisualEncoder
 from neckkit.plugins.encoders.clip import HFClipEncoder
 from neckkit.plugins.mllms.common import GENERATION_OPTIONS, generation_settings, pair_prompts, repeat_batch
 from neckkit.plugins.mllms.tokenizer import IMAGE_TOKEN, byte_level_tokenizer
+from neckkit.registry import random_weights
 from neckkit.weights import seeded_init
 
 HUB_ID = "llava-hf/llava-1.5-7b-hf"
@@ -311,9 +312,7 @@ def build_llava(
 ) -> LlavaMLLM:
     """Factory for ``llava-1.5``: hub id or local folder, or tiny / random-init; see the module docstring."""
     torch_dtype = _torch_dtype(dtype)
-    if tiny or random_init:
-        if weights is not None:
-            raise NeckkitError("pass either weights or tiny/random_init, not both")
+    if random_weights(weights, tiny, random_init):
         device = _device(device_map)
         if tiny:
             model, processor = build_tiny_llava()
