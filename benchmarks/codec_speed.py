@@ -20,11 +20,11 @@ import time
 import torch
 import torch.nn.functional as F
 
+from neckkit.bitstream.images import load_image
+from neckkit.bitstream.padding import pad_to_multiple
 from neckkit.cli.components import build_component, parse_component_options
-from neckkit.images import load_image
+from neckkit.host.manager import PluginHost
 from neckkit.interfaces import estimated_bits
-from neckkit.padding import pad_to_multiple
-from neckkit.plugin_manager import PluginHost
 
 
 def timed(function, repeats: int):

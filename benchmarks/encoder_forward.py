@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from neckkit.plugin_manager import PluginHost
+from neckkit.host.manager import PluginHost
 
 
 def main() -> None:

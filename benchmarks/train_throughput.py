@@ -38,7 +38,7 @@ print("PEAK_RSS_MIB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 print("WALL_S", time.perf_counter() - start)
 if torch.cuda.is_initialized():
     print("CUDA_PEAK_MIB", torch.cuda.max_memory_allocated() / 2**20)
-    # the trainer's rule (neckkit.trainer): amp on a GPU is bf16 where supported, else fp16
+    # the trainer's rule (neckkit.training.trainer): amp on a GPU is bf16 where supported, else fp16
     print("PRECISION", ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if amp else "float32")
 """
 

@@ -12,7 +12,7 @@ def main(argv: list[str] | None = None) -> None:
     # compressai 1.2.8 scripts helpers with torch.jit at import: a warning users cannot act on.
     warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
     from neckkit.cli.app import build_app
-    from neckkit.plugin_manager import get_host
+    from neckkit.host.manager import get_host
 
     app = build_app(get_host())
     app(args=sys.argv[1:] if argv is None else argv, prog_name="neckkit")

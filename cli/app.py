@@ -11,7 +11,7 @@ from typer.core import TyperGroup
 from neckkit import __version__
 from neckkit.cli import ask, bench, compress, decompress, evaluate, import_checkpoint, list_plugins, train
 from neckkit.errors import NeckkitError
-from neckkit.plugin_manager import PluginHost
+from neckkit.host.manager import PluginHost
 
 DEBUG_KEY = "neckkit.debug"
 

@@ -49,11 +49,11 @@ def ask(
     """Answer PROMPT about a .nk bitstream (entropy decoding, neck, encoder, MLLM; no image reconstruction)."""
     import torch
 
-    from neckkit.bitstream import NkFile, bpp, check_codec, codec_fingerprint, read_nk
-    from neckkit.checkpoint import build_neck, load_checkpoint
-    from neckkit.images import load_image
-    from neckkit.machine_path import SynthesisWatch, check_mllm, check_nk_codec, codec_for_checkpoint
-    from neckkit.padding import pad_to_multiple
+    from neckkit.bitstream.container import NkFile, bpp, check_codec, codec_fingerprint, read_nk
+    from neckkit.bitstream.images import load_image
+    from neckkit.bitstream.padding import pad_to_multiple
+    from neckkit.neck.checkpoint import build_neck, load_checkpoint
+    from neckkit.serving.machine_path import SynthesisWatch, check_mllm, check_nk_codec, codec_for_checkpoint
 
     watch, synthesis = Stopwatch(), SynthesisWatch()
     checkpoint = load_checkpoint(neck)

@@ -1,6 +1,6 @@
 """``neckkit bench``: what a transform-neck costs and what it saves, for any codec and encoder.
 
-Counts (exact, :mod:`neckkit.complexity`): the neck's parameters and MACs per input pixel, and those
+Counts (exact, :mod:`neckkit.evaluation.complexity`): the neck's parameters and MACs per input pixel, and those
 of what it replaces: the codec's synthesis transform plus the encoder's stem and blocks
 ``[0, entry_layer)`` at the encoder's own input size. Times (one process, stages interleaved, median
 of ``--repeats``): both front ends from the decoded latent, entropy decoding of a real payload, and
@@ -32,8 +32,8 @@ from neckkit.errors import NeckkitError
 
 def _input_image(image: Path | None, size: int) -> tuple[Any, str]:
     """A ``size`` x ``size`` crop in [0, 1] of ``image`` (default: the first bundled photo)."""
-    from neckkit.images import load_image
-    from neckkit.preprocess import resize_center_crop
+    from neckkit.bitstream.images import load_image
+    from neckkit.interfaces.preprocess import resize_center_crop
     from neckkit.samples import sample_images
 
     path = image if image is not None else sample_images()[0]
@@ -73,11 +73,11 @@ def run_bench(
     """Every figure of ``neckkit bench`` for built components (see the module docstring)."""
     import torch
 
-    from neckkit.complexity import count_parameters, kmac_per_pixel, measure
+    from neckkit.bitstream.padding import crop_padding, pad_to_multiple
     from neckkit.config.paper import PAPER_FIGURES
-    from neckkit.neck import TransformNeck
-    from neckkit.padding import crop_padding, pad_to_multiple
-    from neckkit.weights import seeded_init
+    from neckkit.evaluation.complexity import count_parameters, kmac_per_pixel, measure
+    from neckkit.loading.weights import seeded_init
+    from neckkit.neck.transform import TransformNeck
 
     entry = encoder.entry_layer if entry_layer is None else entry_layer
     if not 0 <= entry <= encoder.num_layers:

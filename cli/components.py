@@ -6,7 +6,7 @@ from typing import Any
 
 from neckkit.config.base import parse_override
 from neckkit.errors import NeckkitError
-from neckkit.plugin_manager import build_component
+from neckkit.host.manager import build_component
 
 __all__ = ["build_component", "codec_options", "component_options", "parse_component_options", "stored_options"]
 

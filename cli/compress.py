@@ -18,7 +18,7 @@ NK_SUFFIX = ".nk"
 
 def expand_inputs(inputs: list[Path]) -> list[Path]:
     """Image files as given, folders replaced by the images inside them."""
-    from neckkit.images import find_images
+    from neckkit.bitstream.images import find_images
 
     paths: list[Path] = []
     for item in inputs:
@@ -49,8 +49,8 @@ def output_paths(images: list[Path], output: Path) -> list[Path]:
 
 def neck_codec(host: Any, neck: Path, codec: str | None, weights: str | None) -> tuple[str, Any, dict[str, Any]]:
     """The codec a neck checkpoint was trained with (its weights restored), and its stored options."""
-    from neckkit.checkpoint import load_checkpoint
-    from neckkit.machine_path import codec_for_checkpoint
+    from neckkit.neck.checkpoint import load_checkpoint
+    from neckkit.serving.machine_path import codec_for_checkpoint
 
     checkpoint = load_checkpoint(neck)
     if codec is not None and codec != checkpoint.meta.codec.name:
@@ -63,10 +63,10 @@ def compress_one(codec: Any, name: str, options: dict[str, Any], fingerprint: st
     """Compress one image into ``target`` and measure its rates."""
     import torch
 
-    from neckkit.bitstream import NkFile, bpp, write_nk
-    from neckkit.images import load_image
+    from neckkit.bitstream.container import NkFile, bpp, write_nk
+    from neckkit.bitstream.images import load_image
+    from neckkit.bitstream.padding import pad_to_multiple
     from neckkit.interfaces import estimated_bits
-    from neckkit.padding import pad_to_multiple
 
     x = load_image(image)  # [1, 3, H, W]
     height, width = x.shape[-2:]
@@ -110,7 +110,7 @@ def compress(
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Compress images into .nk bitstreams; prints real (file), payload and estimated bits per pixel."""
-    from neckkit.bitstream import codec_fingerprint
+    from neckkit.bitstream.container import codec_fingerprint
 
     paths = expand_inputs(images)
     targets = output_paths(paths, output)

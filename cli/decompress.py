@@ -12,7 +12,7 @@ import typer
 from neckkit.cli.components import build_component
 from neckkit.cli.report import print_table
 from neckkit.errors import NeckkitError
-from neckkit.registry import with_weights
+from neckkit.host.registry import with_weights
 
 MAX_DECODE_PIXELS = 1 << 28  # 16384 x 16384: refuse files that claim larger images
 
@@ -43,9 +43,9 @@ def decompress(
     """Decode a .nk file: reconstruct the image for human viewing, or with --latent-only just the latent."""
     import torch
 
-    from neckkit.bitstream import check_codec, codec_fingerprint, read_nk
-    from neckkit.images import save_image
-    from neckkit.padding import Padding, crop_padding
+    from neckkit.bitstream.container import check_codec, codec_fingerprint, read_nk
+    from neckkit.bitstream.images import save_image
+    from neckkit.bitstream.padding import Padding, crop_padding
 
     if output is None and not latent_only:
         raise NeckkitError("pass -o IMAGE.png for the reconstruction, or --latent-only")

@@ -28,7 +28,7 @@ RESULT_FILES = ("eval.json", "eval.csv", "rate_quality.png")
 
 def point_label(checkpoint_path: Path) -> str:
     """A short name for a neck checkpoint: its run folder, plus the step folder when not ``best``."""
-    from neckkit.checkpoint import BEST_DIR, CHECKPOINTS_DIR
+    from neckkit.neck.checkpoint import BEST_DIR, CHECKPOINTS_DIR
 
     if checkpoint_path.name == BEST_DIR:
         return checkpoint_path.parent.name
@@ -61,9 +61,9 @@ def output_dir(out: Path | None, base: str, overwrite: bool) -> Path:
 
 def neck_points(host: Any, necks: list[Path], codec_weights: str | None, encoder_weights: str | None, taken: set[str]) -> tuple[list[Any], list[Any], Any]:
     """Rate points for neck checkpoints, their checkpoints, and the one encoder they share."""
-    from neckkit.checkpoint import build_neck, load_checkpoint
-    from neckkit.evaluation import RatePoint
-    from neckkit.machine_path import codec_for_checkpoint, encoder_for_checkpoint
+    from neckkit.evaluation.sweep import RatePoint
+    from neckkit.neck.checkpoint import build_neck, load_checkpoint
+    from neckkit.serving.machine_path import codec_for_checkpoint, encoder_for_checkpoint
 
     points, checkpoints, encoder = [], [], None
     for neck in necks:
@@ -89,8 +89,8 @@ def neck_points(host: Any, necks: list[Path], codec_weights: str | None, encoder
 
 def annotation_tasks(images: Any, indices: list[int], keys: list[str], captions: Path | None, questions: Path | None) -> Any:
     """Zero-shot labels (class sub-folders), reference captions and questions, keyed like the images."""
-    from neckkit.eval_annotations import load_captions, load_questions, match_keys
-    from neckkit.evaluation import Tasks
+    from neckkit.evaluation.annotations import load_captions, load_questions, match_keys
+    from neckkit.evaluation.sweep import Tasks
 
     tasks = Tasks()
     if images.labelled:
@@ -111,7 +111,7 @@ def annotation_tasks(images: Any, indices: list[int], keys: list[str], captions:
 def load_mllm(host: Any, name: str, weights: str | None, extra: list[str] | None, tiny: bool,
               checkpoints: list[Any], encoder_name: str) -> tuple[str, Any]:
     """The MLLM, refused unless it reads the encoder the necks (or --encoder) were made for."""
-    from neckkit.machine_path import check_mllm
+    from neckkit.serving.machine_path import check_mllm
 
     mllm_name, model = build_component(host, "mllm", name, component_options(extra, weights=weights, tiny=tiny))
     model.eval()
@@ -124,7 +124,7 @@ def load_mllm(host: Any, name: str, weights: str | None, extra: list[str] | None
 
 def read_image(images: Any, index: int, full_size: bool) -> Any:
     """Image ``index`` as [1, 3, H, W] in [0, 1]: the training crop, or the whole image; NeckkitError if unreadable."""
-    from neckkit.images import load_image
+    from neckkit.bitstream.images import load_image
 
     if full_size:
         return load_image(images.paths[index])
@@ -165,10 +165,10 @@ def evaluate(
 ) -> None:
     """Rate vs. task quality for necks and codec qualities, with the uncompressed and Reconstruction baselines."""
     from neckkit.config.paper import DataConfig
-    from neckkit.data import open_image_set
-    from neckkit.distributed import World, device_for
-    from neckkit.eval_report import json_safe, plot_rate_quality, table, write_csv, write_json
-    from neckkit.evaluation import DEFAULT_CAPTION_PROMPT, Evaluator, RatePoint
+    from neckkit.evaluation.report import json_safe, plot_rate_quality, table, write_csv, write_json
+    from neckkit.evaluation.sweep import DEFAULT_CAPTION_PROMPT, Evaluator, RatePoint
+    from neckkit.training.data import open_image_set
+    from neckkit.training.distributed import World, device_for
 
     started = time.perf_counter()
     if rate not in ("bpp", "estimated_bpp"):

@@ -19,8 +19,8 @@ def import_checkpoint(
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Convert released files (ELIC codec + neck) into checkpoint folders OUT/<file stem>."""
-    from neckkit.checkpoint import read_meta
-    from neckkit.paper_release import import_release, release_stem
+    from neckkit.neck.checkpoint import read_meta
+    from neckkit.neck.paper_release import import_release, release_stem
 
     if output.exists() and not output.is_dir():
         raise NeckkitError(f"-o {output} must be a folder")

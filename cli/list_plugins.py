@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from neckkit.plugin_manager import PluginHost
-from neckkit.registry import KIND_PLURALS, ComponentKind, ComponentRegistry
+from neckkit.host.manager import PluginHost
+from neckkit.host.registry import KIND_PLURALS, ComponentKind, ComponentRegistry
 
 
 def plugin_listing(host: PluginHost) -> dict[str, Any]:

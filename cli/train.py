@@ -65,7 +65,7 @@ def default_run_dir(base: Path, resume: bool) -> Path:
 def check_resumable(run_dir: Path, config: Any) -> None:
     """Refuse to resume a run with another config (except the keys in RESUMABLE_KEYS)."""
     from neckkit.config.train import TrainConfig
-    from neckkit.trainer import CONFIG_FILE
+    from neckkit.training.trainer import CONFIG_FILE
 
     saved_path = run_dir / CONFIG_FILE
     if not saved_path.is_file():
@@ -113,12 +113,12 @@ def train(
         raise NeckkitError(f"{run_dir} already holds a training run; pass --resume to continue it or choose another --out")
 
 
-    from neckkit.bitstream import codec_fingerprint
-    from neckkit.checkpoint import ComponentRef
-    from neckkit.data import open_image_set
-    from neckkit.distributed import close_world, device_for, init_world, launched_world
-    from neckkit.trainer import Trainer, TrainParts
-    from neckkit.weights import fingerprint
+    from neckkit.bitstream.container import codec_fingerprint
+    from neckkit.loading.weights import fingerprint
+    from neckkit.neck.checkpoint import ComponentRef
+    from neckkit.training.data import open_image_set
+    from neckkit.training.distributed import close_world, device_for, init_world, launched_world
+    from neckkit.training.trainer import Trainer, TrainParts
 
     world = launched_world()
     torch_device = device_for(world, device)
@@ -132,7 +132,7 @@ def train(
         encoder_name, encoder_model = build_component(host, "encoder", encoder, e_options)
         init_neck = None
         if init is not None:
-            from neckkit.checkpoint import check_pair, load_checkpoint, restore_codec_state
+            from neckkit.neck.checkpoint import check_pair, load_checkpoint, restore_codec_state
 
             start = load_checkpoint(init)
             check_pair(start.meta, codec_name, encoder_name, init)

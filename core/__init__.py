@@ -14,8 +14,11 @@ import importlib
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
+from neckkit import _compat
 from neckkit.errors import ConfigError, NeckkitError, PluginError, UnknownComponentError
-from neckkit.hookspecs import hookimpl
+from neckkit.host.hookspecs import hookimpl
+
+_compat.install()  # old flat-module names (neckkit.registry, ...) keep importing
 
 try:
     __version__ = metadata.version("neckkit")
@@ -31,14 +34,14 @@ _LAZY = {
     "LatentPayload": "neckkit.interfaces",
     "estimated_bits": "neckkit.interfaces",
     "NeckkitConfig": "neckkit.config",
-    "PluginHost": "neckkit.plugin_manager",
-    "get_host": "neckkit.plugin_manager",
+    "PluginHost": "neckkit.host.manager",
+    "get_host": "neckkit.host.manager",
 }
 
 if TYPE_CHECKING:
     from neckkit.config import NeckkitConfig
+    from neckkit.host.manager import PluginHost, get_host
     from neckkit.interfaces import MLLM, Analysis, Codec, LatentPayload, VisualEncoder, estimated_bits
-    from neckkit.plugin_manager import PluginHost, get_host
 
 
 def __getattr__(name: str) -> Any:

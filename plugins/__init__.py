@@ -2,5 +2,5 @@
 
 Each built-in component lives in its own module under ``codecs/``, ``encoders/`` or
 ``mllms/`` and implements the ``register_*`` hooks with ``@neckkit.hookimpl``; the module
-is listed in :data:`neckkit.plugin_manager.BUILTIN_PLUGINS`.
+is listed in :data:`neckkit.host.manager.BUILTIN_PLUGINS`.
 """

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent / "sample_plugins"))
 sys.path.insert(0, str(EXAMPLE / "src"))
 
 from neckkit.cli.app import build_app  # noqa: E402
-from neckkit.plugin_manager import PluginHost  # noqa: E402
+from neckkit.host.manager import PluginHost  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import cli_workspace, invoke
-from neckkit.bitstream import read_nk
+from neckkit.bitstream.container import read_nk
 from neckkit.samples import sample_images
 
 

@@ -1,4 +1,4 @@
-"""``neckkit bench`` and the exact MAC counter behind it (neckkit.complexity).
+"""``neckkit bench`` and the exact MAC counter behind it (neckkit.evaluation.complexity).
 
 The counter is checked against hand counts on small modules, against torch's FlopCounterMode where
 that counter sees every product (math attention backend, gradients on), and on the paper's real-size
@@ -18,10 +18,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from typer.testing import CliRunner
 
 from conftest import invoke
-from neckkit.complexity import MacCounter, count_parameters, kmac_per_pixel, measure
 from neckkit.config.paper import PAPER_FIGURES, NeckConfig
-from neckkit.neck import TransformNeck
-from neckkit.plugin_manager import PluginHost
+from neckkit.evaluation.complexity import MacCounter, count_parameters, kmac_per_pixel, measure
+from neckkit.host.manager import PluginHost
+from neckkit.neck.transform import TransformNeck
 from neckkit.plugins.codecs.compressai_codecs import TINY_ELIC
 
 JSON_KEYS = {

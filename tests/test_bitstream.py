@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from neckkit import bitstream
-from neckkit.bitstream import (
+from neckkit.bitstream import container as bitstream
+from neckkit.bitstream.container import (
     FORMAT_VERSION,
     MAGIC,
     NkFile,
@@ -29,8 +29,8 @@ from neckkit.bitstream import (
     read_nk,
     write_nk,
 )
+from neckkit.bitstream.padding import Padding
 from neckkit.errors import NeckkitError
-from neckkit.padding import Padding
 
 FP = "0123456789abcdef"
 # Hypothesis costs a few ms per example here, so each fuzz test pairs ~1000 shrinkable examples with
@@ -196,7 +196,7 @@ def test_padding_is_the_padding_helpers_type() -> None:
 
 
 def test_name_rule_matches_registry() -> None:
-    from neckkit.registry import NAME_PATTERN
+    from neckkit.host.registry import NAME_PATTERN
 
     assert bitstream._NAME_PATTERN.pattern == NAME_PATTERN.pattern
 
@@ -610,7 +610,7 @@ def test_check_codec() -> None:
 def test_codec_fingerprint_ignores_coder_tables() -> None:
     import torch
 
-    from neckkit.weights import fingerprint
+    from neckkit.loading.weights import fingerprint
 
     def make(table_size: int):
         module = torch.nn.Module()
@@ -641,6 +641,6 @@ def test_bpp_by_hand() -> None:
 
 
 def test_import_is_cheap() -> None:
-    code = "import sys, neckkit.bitstream; print(sorted(m for m in ('torch', 'pydantic', 'numpy') if m in sys.modules))"
+    code = "import sys, neckkit.bitstream.container; print(sorted(m for m in ('torch', 'pydantic', 'numpy') if m in sys.modules))"
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "[]"

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import neckkit.checkpoint as ck
+import neckkit.neck.checkpoint as ck
 from neckkit import NeckkitError, __version__
-from neckkit.bitstream import codec_fingerprint
+from neckkit.bitstream.container import codec_fingerprint
 from neckkit.config import NeckConfig
-from neckkit.neck import TransformNeck
+from neckkit.loading.weights import seeded_init
+from neckkit.neck.transform import TransformNeck
 from neckkit.plugins.codecs.compressai_codecs import build_elic
-from neckkit.weights import seeded_init
 
 SMALL = NeckConfig(num_heads=2, num_blocks=2)
 

@@ -13,7 +13,7 @@ from conftest import invoke
 from neckkit import __version__
 from neckkit.cli.app import one_line_error
 from neckkit.errors import NeckkitError
-from neckkit.plugin_manager import BUILTIN_PLUGINS, PluginHost
+from neckkit.host.manager import BUILTIN_PLUGINS, PluginHost
 
 
 def test_version_prints_the_installed_version(runner: CliRunner, host: PluginHost) -> None:

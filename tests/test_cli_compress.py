@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from conftest import invoke
-from neckkit.bitstream import read_nk, write_nk
-from neckkit.images import load_image, save_image
-from neckkit.padding import crop_padding, pad_to_multiple
-from neckkit.plugin_manager import PluginHost
-from neckkit.weights import seeded_init
+from neckkit.bitstream.container import read_nk, write_nk
+from neckkit.bitstream.images import load_image, save_image
+from neckkit.bitstream.padding import crop_padding, pad_to_multiple
+from neckkit.host.manager import PluginHost
+from neckkit.loading.weights import seeded_init
 from neckkit_toy import ToyCodec
 
 TOY = ["--codec", "toy", "--tiny"]

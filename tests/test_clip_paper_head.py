@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from neckkit.plugin_manager import PluginHost
+from neckkit.host.manager import PluginHost
 from neckkit.plugins.encoders.clip import build_clip
 
 

@@ -21,11 +21,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from neckkit.bitstream.padding import pad_to_multiple
 from neckkit.errors import NeckkitError
 from neckkit.interfaces.codec import Codec, LatentPayload, estimated_bits
-from neckkit.padding import pad_to_multiple
+from neckkit.loading.weights import seeded_init
 from neckkit.plugins.codecs import compressai_codecs as cc
-from neckkit.weights import seeded_init
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ZOO = ("bmshj2018-hyperprior", "mbt2018-mean", "cheng2020-anchor")

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from neckkit import NeckkitError, estimated_bits
-from neckkit.padding import crop_padding, pad_to_multiple
+from neckkit.bitstream.padding import crop_padding, pad_to_multiple
 from neckkit.plugins.codecs.tic import (
     RECOMPUTED_BUFFERS,
     TINY_CONFIG,
@@ -216,7 +216,7 @@ def test_quality_without_weights_says_where_to_get_them() -> None:
 
 
 def test_sizes_off_the_multiple_are_refused(tiny: TicCodec) -> None:
-    with pytest.raises(NeckkitError, match="is not a multiple of 128; pad it first .neckkit.padding.pad_to_multiple."):
+    with pytest.raises(NeckkitError, match="is not a multiple of 128; pad it first .neckkit.bitstream.padding.pad_to_multiple."):
         tiny.analyze(torch.rand(1, 3, 128, 96))
     with pytest.raises(NeckkitError, match="is not a multiple of 128"):
         tiny.compress(torch.rand(1, 3, 64, 128))

@@ -10,7 +10,7 @@ import torch
 from compressai.models import ScaleHyperprior
 
 from neckkit import NeckkitError
-from neckkit.codec_weights import extract_state_dict, load_codec_state, read_checkpoint
+from neckkit.loading.codec_weights import extract_state_dict, load_codec_state, read_checkpoint
 
 
 class Payload:

@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from neckkit.images import load_image
-from neckkit.padding import crop_padding, pad_to_multiple
-from neckkit.plugin_manager import PluginHost
+from neckkit.bitstream.images import load_image
+from neckkit.bitstream.padding import crop_padding, pad_to_multiple
+from neckkit.host.manager import PluginHost
 
 CODECS = ["elic", "tic", "bmshj2018-hyperprior", "mbt2018-mean", "cheng2020-anchor"]
 

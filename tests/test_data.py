@@ -9,9 +9,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from neckkit import NeckkitError
+from neckkit.bitstream.images import save_image
 from neckkit.config import DataConfig
-from neckkit.data import collate_readable, imagenet_wordnet_ids, open_image_set
-from neckkit.images import save_image
+from neckkit.training.data import collate_readable, imagenet_wordnet_ids, open_image_set
 
 
 def _write(folder: Path, *names: str, size: tuple[int, int] = (40, 60)) -> None:

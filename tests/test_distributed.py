@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from neckkit.metrics_log import read_metrics
+from neckkit.training.metrics_log import read_metrics
 
 TRAIN = ["train", "--codec", "tic", "--encoder", "clip-l", "--tiny", "--max-steps", "4", "--no-progress",
          "--set", "log_every=1", "--set", "checkpoint_every=2"]

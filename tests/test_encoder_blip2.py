@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 from neckkit.errors import NeckkitError
-from neckkit.plugin_manager import PluginHost
+from neckkit.host.manager import PluginHost
 from neckkit.plugins.encoders.blip2 import HUB_ID, Blip2Encoder, build_blip2_vision
 
 transformers = pytest.importorskip("transformers")

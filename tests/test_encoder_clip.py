@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from neckkit import NeckkitError
-from neckkit.plugin_manager import PluginHost
+from neckkit.host.manager import PluginHost
+from neckkit.loading.weights import fingerprint
 from neckkit.plugins.encoders.clip import HFClipEncoder, build_clip
-from neckkit.weights import fingerprint
 
 TINY = {name: build_clip(name, tiny=True) for name in ("clip-l", "clip-l-336")}
 

@@ -15,7 +15,7 @@ from timm.models.eva import Eva
 from torch import nn
 
 from neckkit import NeckkitError
-from neckkit.plugin_manager import PluginHost
+from neckkit.host.manager import PluginHost
 from neckkit.plugins.encoders.openclip import OpenClipEncoder, build_eva02_l, build_openclip
 
 TINY_TEXT = dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1)

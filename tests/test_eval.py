@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from conftest import cli_workspace, invoke
-from neckkit.eval_report import ROW_FIELDS
+from neckkit.evaluation.report import ROW_FIELDS
 from neckkit.samples import sample_images
 
 
@@ -81,8 +81,8 @@ def test_bpp_is_the_size_of_the_nk_file_of_the_crop(sweep, swept) -> None:
     report, out = swept
     photo = sample_images()[1]
     crop = folder / "crop.png"
-    from neckkit.images import load_image, save_image
-    from neckkit.preprocess import resize_center_crop
+    from neckkit.bitstream.images import load_image, save_image
+    from neckkit.interfaces.preprocess import resize_center_crop
 
     save_image(resize_center_crop(load_image(photo), 256, 256), crop)
     nk = folder / "crop.nk"
@@ -96,10 +96,10 @@ def test_bpp_is_the_size_of_the_nk_file_of_the_crop(sweep, swept) -> None:
 
 def test_the_neck_path_embedding_matches_a_direct_computation(sweep, swept) -> None:
     """Independent recomputation of one record: codec latent -> neck -> encoder from entry_layer."""
-    from neckkit.checkpoint import build_neck, load_checkpoint
-    from neckkit.images import load_image
-    from neckkit.machine_path import codec_for_checkpoint, encoder_for_checkpoint
-    from neckkit.preprocess import resize_center_crop
+    from neckkit.bitstream.images import load_image
+    from neckkit.interfaces.preprocess import resize_center_crop
+    from neckkit.neck.checkpoint import build_neck, load_checkpoint
+    from neckkit.serving.machine_path import codec_for_checkpoint, encoder_for_checkpoint
 
     _, host, folder = sweep
     checkpoint = load_checkpoint(folder / "d1")
@@ -193,7 +193,7 @@ def test_captions_naming_unknown_images_are_refused(sweep, tmp_path: Path) -> No
 
 def test_an_mllm_captions_and_answers_on_every_path(sweep, tmp_path: Path) -> None:
     """Tiny LLaVA-1.5 over a clip-l-336 neck: captions scored with BLEU/CIDEr, answers with VQA accuracy."""
-    from neckkit.text_metrics import score_captions, vqa_accuracy
+    from neckkit.evaluation.text_metrics import score_captions, vqa_accuracy
 
     runner, host, folder = sweep
     neck = folder / "neck336"

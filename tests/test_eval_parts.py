@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 from neckkit.errors import NeckkitError
-from neckkit.eval_annotations import Question, load_captions, load_questions, match_keys
-from neckkit.eval_report import json_safe, plot_rate_quality, plotted_metrics, table, write_csv, write_json
-from neckkit.evaluation import embedding_error, zero_shot_hits
+from neckkit.evaluation.annotations import Question, load_captions, load_questions, match_keys
+from neckkit.evaluation.image_quality import ms_ssim, psnr
+from neckkit.evaluation.report import json_safe, plot_rate_quality, plotted_metrics, table, write_csv, write_json
+from neckkit.evaluation.sweep import embedding_error, zero_shot_hits
 from neckkit.files import atomic_path
-from neckkit.image_quality import ms_ssim, psnr
 
 
 def test_psnr_of_a_constant_error_and_of_identical_images() -> None:

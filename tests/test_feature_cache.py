@@ -16,8 +16,8 @@ from torch import Tensor
 
 from neckkit import NeckkitError
 from neckkit.config import DataConfig
-from neckkit.data import ImageSet
-from neckkit.feature_cache import FeatureCache, cache_folder_name, data_fingerprint, default_cache_root
+from neckkit.training.data import ImageSet
+from neckkit.training.feature_cache import FeatureCache, cache_folder_name, data_fingerprint, default_cache_root
 
 CONFIG = DataConfig(resize=12, crop=8)
 KEY = {"data": "d", "codec": "toy", "codec_fingerprint": "c0", "encoder": "toy", "entry_layer": 2, "fields": "v1"}

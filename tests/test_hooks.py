@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from conftest import invoke
 from neckkit import MLLM, Codec, VisualEncoder
-from neckkit.plugin_manager import PluginHost
+from neckkit.host.manager import PluginHost
 
 
 def test_hook_register_codecs(toy_plugin: PluginHost) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from neckkit.errors import NeckkitError, first_line
-from neckkit.hub import WeightsSource, Wording, hub_location, hub_offline
+from neckkit.loading.hub import WeightsSource, Wording, hub_location, hub_offline
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from neckkit import NeckkitError
-from neckkit.images import find_images, load_image, save_image, tensor_to_image
+from neckkit.bitstream.images import find_images, load_image, save_image, tensor_to_image
 
 
 @pytest.mark.parametrize(

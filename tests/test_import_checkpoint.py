@@ -16,14 +16,14 @@ from typer.testing import CliRunner
 
 from conftest import invoke
 from neckkit import NeckkitError
-from neckkit.bitstream import codec_fingerprint
-from neckkit.checkpoint import build_neck, load_checkpoint, restore_codec_state
-from neckkit.codec_weights import CODER_TABLES
-from neckkit.neck import TransformNeck
-from neckkit.paper_release import import_release, release_stem, scenario_from_name
-from neckkit.plugin_manager import PluginHost
+from neckkit.bitstream.container import codec_fingerprint
+from neckkit.host.manager import PluginHost
+from neckkit.loading.codec_weights import CODER_TABLES
+from neckkit.loading.weights import seeded_init
+from neckkit.neck.checkpoint import build_neck, load_checkpoint, restore_codec_state
+from neckkit.neck.paper_release import import_release, release_stem, scenario_from_name
+from neckkit.neck.transform import TransformNeck
 from neckkit.plugins.codecs.compressai_codecs import bridging_to_chandelier, build_elic
-from neckkit.weights import seeded_init
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LEGACY = {"matrices": "_matrix", "biases": "_bias", "factors": "_factor"}

@@ -9,7 +9,7 @@ import torch
 
 from neckkit import NeckkitError
 from neckkit.config import LossPhase, LossScheduleConfig
-from neckkit.losses import SurrogateLoss, classification_loss, distillation_loss
+from neckkit.training.losses import SurrogateLoss, classification_loss, distillation_loss
 
 STUDENT = torch.tensor([[1.0, 0.0], [0.0, 2.0]], requires_grad=True)
 TEACHER = torch.tensor([[0.0, 0.0], [0.0, 0.0]])

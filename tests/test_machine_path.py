@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from conftest import invoke
-from neckkit.bitstream import codec_fingerprint, read_nk
-from neckkit.checkpoint import load_checkpoint
+from neckkit.bitstream.container import codec_fingerprint, read_nk
 from neckkit.errors import NeckkitError
-from neckkit.machine_path import SynthesisWatch, codec_for_checkpoint
+from neckkit.neck.checkpoint import load_checkpoint
 from neckkit.samples import sample_images
+from neckkit.serving.machine_path import SynthesisWatch, codec_for_checkpoint
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import test_hooks
 
-from neckkit import hookspecs
+from neckkit.host import hookspecs
 
 REPO = Path(__file__).resolve().parents[1]
 HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("register_"))

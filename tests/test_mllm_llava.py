@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from neckkit.errors import NeckkitError
-from neckkit.plugin_manager import PluginHost
+from neckkit.host.manager import PluginHost
+from neckkit.loading.weights import fingerprint
 from neckkit.plugins.encoders.clip import HFClipEncoder, build_clip
 from neckkit.plugins.mllms.llava import HUB_ID, LlavaMLLM, build_llava, meta_size
-from neckkit.weights import fingerprint
 
 transformers = pytest.importorskip("transformers")
 

@@ -9,7 +9,7 @@ import torch
 
 from neckkit import NeckkitError
 from neckkit.config import PAPER_FIGURES, NeckConfig
-from neckkit.neck import TransformNeck
+from neckkit.neck.transform import TransformNeck
 from neckkit_toy import ToyCodec, ToyViT
 
 FIXTURE = Path(__file__).parent / "fixtures" / "bridging_neck_state_dict.tsv"

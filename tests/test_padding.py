@@ -6,7 +6,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from neckkit.padding import Padding, crop_padding, pad_to_multiple
+from neckkit.bitstream.padding import Padding, crop_padding, pad_to_multiple
 
 
 @given(height=st.integers(1, 300), width=st.integers(1, 300), multiple=st.sampled_from([1, 16, 64, 256]))

@@ -6,8 +6,8 @@ from importlib import metadata
 
 import pytest
 
-from neckkit import plugin_manager
-from neckkit.plugin_manager import PluginFailure, PluginHost
+from neckkit.host import manager as plugin_manager
+from neckkit.host.manager import PluginFailure, PluginHost
 
 
 def _entry_points(monkeypatch: pytest.MonkeyPatch, *modules: str) -> None:

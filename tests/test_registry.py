@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from neckkit import NeckkitError, PluginError, UnknownComponentError, hookimpl
-from neckkit.plugin_manager import PluginHost
-from neckkit.registry import NAME_PATTERN, ComponentRegistry, check_name, make_component
+from neckkit.host.manager import PluginHost
+from neckkit.host.registry import NAME_PATTERN, ComponentRegistry, check_name, make_component
 
 
 def _register(host: PluginHost, name: str, hook: str, *calls: tuple) -> None:

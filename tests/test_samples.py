@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from neckkit.images import load_image
+from neckkit.bitstream.images import load_image
 from neckkit.samples import SAMPLE_DIR, sample_images
 
 

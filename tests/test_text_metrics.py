@@ -11,9 +11,9 @@ import threading
 
 import pytest
 
-from neckkit import text_metrics
 from neckkit.errors import NeckkitError
-from neckkit.text_metrics import (
+from neckkit.evaluation import text_metrics
+from neckkit.evaluation.text_metrics import (
     JAVA_MISSING,
     normalize_answer,
     score_captions,

@@ -11,12 +11,12 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from conftest import invoke
-from neckkit.batches import BatchPlan, split_rows
-from neckkit.checkpoint import load_checkpoint
 from neckkit.config.train import QUICK_START, TrainConfig
-from neckkit.data import open_image_set
-from neckkit.metrics_log import read_metrics
-from neckkit.trainer import Trainer, TrainParts
+from neckkit.neck.checkpoint import load_checkpoint
+from neckkit.training.batches import BatchPlan, split_rows
+from neckkit.training.data import open_image_set
+from neckkit.training.metrics_log import read_metrics
+from neckkit.training.trainer import Trainer, TrainParts
 
 pytestmark = pytest.mark.usefixtures("offline_cache")
 
@@ -32,10 +32,10 @@ def quick_config(**overrides: object) -> TrainConfig:
 
 
 def parts(host, codec: str = "tic", encoder: str = "clip-l") -> TrainParts:
-    from neckkit.bitstream import codec_fingerprint
-    from neckkit.checkpoint import ComponentRef
+    from neckkit.bitstream.container import codec_fingerprint
     from neckkit.cli.components import build_component
-    from neckkit.weights import fingerprint
+    from neckkit.loading.weights import fingerprint
+    from neckkit.neck.checkpoint import ComponentRef
 
     codec_name, codec_model = build_component(host, "codec", codec, {"tiny": True})
     encoder_name, encoder_model = build_component(host, "encoder", encoder, {"tiny": True})
@@ -187,7 +187,7 @@ def test_default_run_folders_are_numbered(tmp_path: Path) -> None:
 
 def test_neck_parameter_count_for_tic_and_clip_l() -> None:
     from neckkit.config import PAPER_FIGURES
-    from neckkit.neck import TransformNeck
+    from neckkit.neck.transform import TransformNeck
 
     elic = sum(p.numel() for p in TransformNeck(320, 1024, 16).parameters())
     tic = sum(p.numel() for p in TransformNeck(192, 1024, 16).parameters())

@@ -7,9 +7,15 @@ import torch
 from torch import nn
 
 from neckkit import PluginError
-from neckkit.preprocess import OPENAI_MEAN, OPENAI_STD, normalize, resize_center_crop_normalize, resize_square_normalize
-from neckkit.registry import lazy_factory
-from neckkit.weights import few_names, fingerprint, seeded_init, state_dict_mismatches
+from neckkit.host.registry import lazy_factory
+from neckkit.interfaces.preprocess import (
+    OPENAI_MEAN,
+    OPENAI_STD,
+    normalize,
+    resize_center_crop_normalize,
+    resize_square_normalize,
+)
+from neckkit.loading.weights import few_names, fingerprint, seeded_init, state_dict_mismatches
 
 
 def test_fingerprint_follows_values_names_and_dtypes_only() -> None:

@@ -9,7 +9,7 @@ import torch
 
 from neckkit import NeckkitError
 from neckkit.plugins.encoders.clip import build_clip
-from neckkit.zero_shot import (
+from neckkit.training.zero_shot import (
     build_text_classifier,
     cache_dir,
     cached_text_classifier,

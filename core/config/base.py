@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from neckkit.errors import ConfigError
-from neckkit.registry import describe_validation_error
+from neckkit.host.registry import describe_validation_error
 
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 ConfigT = TypeVar("ConfigT", bound="NeckkitConfig")

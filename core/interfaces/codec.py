@@ -63,7 +63,7 @@ class Codec(nn.Module, metaclass=abc.ABCMeta):
         if height % self.pad_multiple or width % self.pad_multiple:
             raise NeckkitError(
                 f"{name}: image size {height}x{width} is not a multiple of {self.pad_multiple}; "
-                "pad it first (neckkit.padding.pad_to_multiple)"
+                "pad it first (neckkit.bitstream.padding.pad_to_multiple)"
             )
 
     @abc.abstractmethod

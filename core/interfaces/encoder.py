@@ -80,13 +80,13 @@ class VisualEncoder(nn.Module, metaclass=abc.ABCMeta):
         """Zero-shot classifier [embed_dim, num_classes] with unit-norm columns, for the CE loss.
 
         Computed once with :meth:`encode_text` and cached on disk, keyed by the text tower's
-        weights fingerprint, the class names and the templates (``neckkit.zero_shot``).
+        weights fingerprint, the class names and the templates (``neckkit.training.zero_shot``).
         """
         tower = self.text_tower()
         if tower is None:
             raise self._no_text_tower()
-        from neckkit.weights import fingerprint
-        from neckkit.zero_shot import cached_text_classifier
+        from neckkit.loading.weights import fingerprint
+        from neckkit.training.zero_shot import cached_text_classifier
 
         if getattr(self, "_text_fingerprint", None) is None:  # text weights are frozen
             self._text_fingerprint = fingerprint(tower)

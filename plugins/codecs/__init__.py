@@ -7,8 +7,8 @@ Swin-transformer stages. The factories are lazy, so listing codecs never imports
 
 from __future__ import annotations
 
-from neckkit.hookspecs import hookimpl
-from neckkit.registry import RegisterCallback, lazy_factory
+from neckkit.host.hookspecs import hookimpl
+from neckkit.host.registry import RegisterCallback, lazy_factory
 
 TINY_HELP = "tiny widths, random init (tests, quick start)"
 WEIGHTS_HELP = "CompressAI-style state dict file (.pth/.pth.tar; wrapped or module.-prefixed is fine)"

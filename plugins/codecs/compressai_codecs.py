@@ -25,7 +25,7 @@ like ``quantize_ste(y - mu) + mu``). Likelihoods (``{"y", "z"}``) use the coder'
 Entropy-coder tables are rebuilt automatically: after construction and loading, and lazily before coding
 whenever the entropy bottleneck's parameters changed (their in-place version counters moved, e.g. after an
 optimiser step or ``load_state_dict``). Images must be multiples of :attr:`pad_multiple` = 64 pixels (the
-hyperprior's total stride; callers pad with :func:`neckkit.padding.pad_to_multiple`).
+hyperprior's total stride; callers pad with :func:`neckkit.bitstream.padding.pad_to_multiple`).
 
 Factories: :func:`build_elic` (the paper's codec; CompressAI ships no ELIC weights) and
 :func:`build_zoo` (CompressAI's pretrained models by quality). :func:`bridging_to_chandelier` renames the
@@ -65,11 +65,11 @@ from compressai.models import (
 from compressai.models.base import SimpleVAECompressionModel
 from torch import Tensor, nn
 
-from neckkit.codec_weights import CODER_TABLES, extract_state_dict, load_codec_state, read_checkpoint
 from neckkit.config.paper import ElicConfig
 from neckkit.errors import NeckkitError
 from neckkit.interfaces.codec import Analysis, Codec, LatentPayload
-from neckkit.weights import seeded_init
+from neckkit.loading.codec_weights import CODER_TABLES, extract_state_dict, load_codec_state, read_checkpoint
+from neckkit.loading.weights import seeded_init
 
 __all__ = [
     "ELIC_VARIANTS",

@@ -26,7 +26,7 @@ trained with. Masks are recomputed for the actual input size (timm's ``dynamic_m
 Input sizes: every stage's map must be divisible by its window, so height and width must be
 multiples of :attr:`TICModel.pad_multiple` (256 for the real model: h_a3 runs at 1/64 with
 window 4), exactly the original's constraint; callers pad with
-:func:`neckkit.padding.pad_to_multiple`. timm's blocks could pad inside each window instead, but
+:func:`neckkit.bitstream.padding.pad_to_multiple`. timm's blocks could pad inside each window instead, but
 they leave the padded tokens unmasked in unshifted windows and shift before padding, which the
 published weights never saw; padding the image keeps the original's computation.
 """
@@ -47,11 +47,11 @@ from timm.layers import trunc_normal_
 from timm.models.swin_transformer import SwinTransformerBlock
 from torch import Tensor, nn
 
-from neckkit.codec_weights import CODER_TABLES, extract_state_dict, load_codec_state, read_checkpoint
 from neckkit.config import TicConfig
 from neckkit.errors import NeckkitError
 from neckkit.interfaces import Analysis, Codec, LatentPayload
-from neckkit.weights import seeded_init
+from neckkit.loading.codec_weights import CODER_TABLES, extract_state_dict, load_codec_state, read_checkpoint
+from neckkit.loading.weights import seeded_init
 
 __all__ = [
     "CONSTRUCTION_RESOLUTION",

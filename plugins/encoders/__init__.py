@@ -8,8 +8,8 @@ are lazy, so ``neckkit list-plugins`` lists them without importing torch or tran
 
 from __future__ import annotations
 
-from neckkit.hookspecs import hookimpl
-from neckkit.registry import RegisterCallback, lazy_factory
+from neckkit.host.hookspecs import hookimpl
+from neckkit.host.registry import RegisterCallback, lazy_factory
 
 ENTRY_LAYER_HELP = "block where neck tokens enter (default 2)"
 TINY_HELP = "tiny widths, random init (tests, quick start)"

@@ -25,11 +25,11 @@ import torch
 from torch import Tensor
 
 from neckkit.errors import NeckkitError
-from neckkit.hub import WeightsSource, Wording
+from neckkit.host.registry import random_weights
 from neckkit.interfaces import VisualEncoder
-from neckkit.preprocess import OPENAI_MEAN, OPENAI_STD, resize_square_normalize
-from neckkit.registry import random_weights
-from neckkit.weights import seeded_init, state_dict_mismatches
+from neckkit.interfaces.preprocess import OPENAI_MEAN, OPENAI_STD, resize_square_normalize
+from neckkit.loading.hub import WeightsSource, Wording
+from neckkit.loading.weights import seeded_init, state_dict_mismatches
 
 HUB_ID = "Salesforce/blip2-opt-2.7b"
 VISION_PREFIX = "vision_model."  # prefix of the vision tensors in a full BLIP-2 checkpoint
@@ -56,7 +56,7 @@ def blip2_vision_config(tiny: bool) -> Any:
 # -- locating and reading the weights ----------------------------------------------------------
 
 
-# How errors about the encoder's weights read (see neckkit.hub.WeightsSource).
+# How errors about the encoder's weights read (see neckkit.loading.hub.WeightsSource).
 WORDING = Wording(
     name="BLIP-2 weights",
     hub_id=HUB_ID,

@@ -17,11 +17,11 @@ import torch
 from torch import Tensor, nn
 
 from neckkit.errors import NeckkitError
-from neckkit.hub import hub_location, hub_offline
+from neckkit.host.registry import random_weights
 from neckkit.interfaces import VisualEncoder
-from neckkit.preprocess import OPENAI_MEAN, OPENAI_STD, resize_center_crop_normalize
-from neckkit.registry import random_weights
-from neckkit.weights import seeded_init
+from neckkit.interfaces.preprocess import OPENAI_MEAN, OPENAI_STD, resize_center_crop_normalize
+from neckkit.loading.hub import hub_location, hub_offline
+from neckkit.loading.weights import seeded_init
 
 
 @dataclass(frozen=True)

@@ -35,10 +35,10 @@ import torchvision.transforms.v2.functional as TF
 from torch import Tensor, nn
 
 from neckkit.errors import NeckkitError
-from neckkit.hub import hub_location
 from neckkit.interfaces import VisualEncoder
-from neckkit.preprocess import resize_center_crop_normalize, resize_square_normalize
-from neckkit.weights import seeded_init
+from neckkit.interfaces.preprocess import resize_center_crop_normalize, resize_square_normalize
+from neckkit.loading.hub import hub_location
+from neckkit.loading.weights import seeded_init
 
 EVA02_L_MODEL = "EVA02-L-14"
 EVA02_L_PRETRAINED = "merged2b_s4b_b131k"

@@ -40,8 +40,10 @@ import torch
 from torch import Tensor
 
 from neckkit.errors import NeckkitError, first_line
-from neckkit.hub import WeightsSource, Wording
+from neckkit.host.registry import random_weights
 from neckkit.interfaces import MLLM
+from neckkit.loading.hub import WeightsSource, Wording
+from neckkit.loading.weights import few_names, seeded_init
 from neckkit.plugins.encoders.blip2 import (
     FULL_MODEL_TYPE,
     HUB_ID,
@@ -54,8 +56,6 @@ from neckkit.plugins.encoders.blip2 import (
 )
 from neckkit.plugins.mllms.common import GENERATION_OPTIONS, generation_settings, pair_prompts, repeat_batch
 from neckkit.plugins.mllms.tokenizer import IMAGE_TOKEN, byte_level_tokenizer
-from neckkit.registry import random_weights
-from neckkit.weights import few_names, seeded_init
 
 ENCODER = "eva-g-blip2"
 # The files a BLIP-2 folder needs: the model's config and safetensors, the processor's and tokenizer's files.
@@ -443,7 +443,7 @@ def build_random(tiny: bool, dtype: Any = None, device_map: Any = None) -> tuple
 # -- loading real weights -------------------------------------------------------------------------
 
 
-# How errors about BLIP-2 MLLM weights read (see neckkit.hub.WeightsSource).
+# How errors about BLIP-2 MLLM weights read (see neckkit.loading.hub.WeightsSource).
 WORDING = Wording(
     name="BLIP-2 weights",
     loading="BLIP-2",

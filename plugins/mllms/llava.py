@@ -28,13 +28,13 @@ import torch
 from torch import Tensor
 
 from neckkit.errors import NeckkitError, first_line
-from neckkit.hub import WeightsSource, Wording, hub_offline
+from neckkit.host.registry import random_weights
 from neckkit.interfaces import MLLM, VisualEncoder
+from neckkit.loading.hub import WeightsSource, Wording, hub_offline
+from neckkit.loading.weights import seeded_init
 from neckkit.plugins.encoders.clip import HFClipEncoder
 from neckkit.plugins.mllms.common import GENERATION_OPTIONS, generation_settings, pair_prompts, repeat_batch
 from neckkit.plugins.mllms.tokenizer import IMAGE_TOKEN, byte_level_tokenizer
-from neckkit.registry import random_weights
-from neckkit.weights import seeded_init
 
 HUB_ID = "llava-hf/llava-1.5-7b-hf"
 ENCODER = "clip-l-336"
@@ -175,7 +175,7 @@ def offline_processor(image_size: int = 336, patch_size: int = 14) -> Any:
     """``LlavaProcessor``: the offline tokenizer, a CLIP image processor (``image_size``), the chat template."""
     from transformers import CLIPImageProcessor, LlavaProcessor
 
-    from neckkit.preprocess import OPENAI_MEAN, OPENAI_STD
+    from neckkit.interfaces.preprocess import OPENAI_MEAN, OPENAI_STD
 
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": image_size},
@@ -216,7 +216,7 @@ def _device(device_map: Any) -> torch.device:
     raise NeckkitError("tiny and random-init LLaVA take device_map as one device (e.g. cuda:0 or auto), not a map")
 
 
-# How errors about LLaVA weights read (see neckkit.hub.WeightsSource).
+# How errors about LLaVA weights read (see neckkit.loading.hub.WeightsSource).
 WORDING = Wording(
     name="LLaVA weights",
     hub_id=HUB_ID,

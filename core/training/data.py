@@ -20,10 +20,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from neckkit.bitstream.images import IMAGE_SUFFIXES, load_image
 from neckkit.config.paper import DataConfig
 from neckkit.errors import NeckkitError
-from neckkit.images import IMAGE_SUFFIXES, load_image
-from neckkit.preprocess import resize_center_crop
+from neckkit.interfaces.preprocess import resize_center_crop
 
 WORDNET_ID = re.compile(r"^n\d{8}$")
 
@@ -95,7 +95,7 @@ def open_image_set(folder: str | Path | None = None, config: DataConfig | None =
             raise NeckkitError(f"data folder {root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         return ImageSet(paths, config=config)
     if all(WORDNET_ID.match(d.name) for d in class_dirs):
-        from neckkit.zero_shot import imagenet_class_names
+        from neckkit.training.zero_shot import imagenet_class_names
 
         index = {wnid: i for i, wnid in enumerate(imagenet_wordnet_ids())}
         unknown = [d.name for d in class_dirs if d.name not in index]

@@ -37,8 +37,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from neckkit import __version__
 from neckkit.config.paper import DataConfig
-from neckkit.data import collate_readable
 from neckkit.errors import NeckkitError
+from neckkit.training.data import collate_readable
 
 FORMAT = 1  # layout of the folder; a cache written in another format is rebuilt
 INDEX = "index.json"
@@ -54,7 +54,7 @@ def data_fingerprint(paths: Sequence[Path], config: DataConfig) -> str:
     A file that is added, removed, renamed, rewritten or touched, or another resize/crop, gives
     another fingerprint. A missing file is fingerprinted as missing rather than an error (the
     dataset skips it). Labels are not included: they follow from the paths for folders read by
-    :func:`neckkit.data.open_image_set`.
+    :func:`neckkit.training.data.open_image_set`.
     """
     digest = hashlib.sha256(f"resize={config.resize};crop={config.crop}\0".encode())
     for path in paths:
@@ -70,7 +70,7 @@ def data_fingerprint(paths: Sequence[Path], config: DataConfig) -> str:
 
 def default_cache_root() -> Path:
     """``$NECKKIT_CACHE_DIR/features``, else ``~/.cache/neckkit/features``."""
-    from neckkit.zero_shot import cache_dir
+    from neckkit.training.zero_shot import cache_dir
 
     return cache_dir() / "features"
 

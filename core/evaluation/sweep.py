@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from neckkit.errors import NeckkitError, first_line
-from neckkit.eval_annotations import Question
+from neckkit.evaluation.annotations import Question
 from neckkit.interfaces import MLLM, Codec, VisualEncoder
-from neckkit.neck import TransformNeck
+from neckkit.neck.transform import TransformNeck
 
 PATHS = ("uncompressed", "reconstruction", "neck")
 RATE_FIELDS = ("bpp", "payload_bpp", "estimated_bpp")
@@ -50,7 +50,7 @@ class RatePoint:
     fingerprint: str = field(init=False)  # of the codec's weights, written into every .nk header
 
     def __post_init__(self) -> None:
-        from neckkit.bitstream import codec_fingerprint
+        from neckkit.bitstream.container import codec_fingerprint
 
         self.fingerprint = codec_fingerprint(self.codec)
 
@@ -116,7 +116,7 @@ class Evaluator:
         self.classifier: Tensor | None = None
         if self.tasks.class_names:
             if encoder.has_text_tower:
-                from neckkit.zero_shot import openai_templates
+                from neckkit.training.zero_shot import openai_templates
 
                 self.classifier = encoder.text_classifier(self.tasks.class_names, openai_templates())
             else:
@@ -158,10 +158,10 @@ class Evaluator:
         self.failures.append({"image": key, "point": point, "error": f"{type(error).__name__}: {first_line(error)}"})
 
     def _point_records(self, point: RatePoint, key: str, image: Tensor, reference: Tensor) -> list[dict[str, Any]]:
-        from neckkit.bitstream import NkFile, bpp, decode_nk, encode_nk
-        from neckkit.image_quality import ms_ssim, psnr
-        from neckkit.neck_path import bits_per_item
-        from neckkit.padding import crop_padding, pad_to_multiple
+        from neckkit.bitstream.container import NkFile, bpp, decode_nk, encode_nk
+        from neckkit.bitstream.padding import crop_padding, pad_to_multiple
+        from neckkit.evaluation.image_quality import ms_ssim, psnr
+        from neckkit.training.neck_path import bits_per_item
 
         codec = point.codec
         padded, padding = pad_to_multiple(image, codec.pad_multiple)
@@ -204,7 +204,7 @@ class Evaluator:
 
     def _mllm_scores(self, key: str, ask: Callable[[list[str]], list[str]]) -> dict[str, Any]:
         """The MLLM's caption and answers for one image on one path (``ask``: prompts -> texts)."""
-        from neckkit.text_metrics import vqa_accuracy
+        from neckkit.evaluation.text_metrics import vqa_accuracy
 
         scores: dict[str, Any] = {}
         if key in self.tasks.captions:
@@ -248,7 +248,7 @@ class Evaluator:
         candidates = {record["image"]: record["caption"] for record in records if record.get("caption") is not None}
         if not candidates:
             return dict.fromkeys(CAPTION_FIELDS)
-        from neckkit.text_metrics import score_captions
+        from neckkit.evaluation.text_metrics import score_captions
 
         scores = score_captions(candidates, {key: self.tasks.captions[key] for key in candidates}, **options)
         scoring.update(tokenizer=scores.tokenizer, skipped=scores.skipped)

@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from neckkit.bitstream.padding import crop_padding, pad_to_multiple
 from neckkit.interfaces import Codec, VisualEncoder
-from neckkit.neck import TransformNeck
-from neckkit.padding import crop_padding, pad_to_multiple
+from neckkit.neck.transform import TransformNeck
 
 
 def bits_per_item(likelihoods: dict[str, Tensor]) -> Tensor:

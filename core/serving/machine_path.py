@@ -12,11 +12,11 @@ from typing import Any
 
 from torch import nn
 
-from neckkit.checkpoint import Checkpoint, ComponentRef, restore_codec_state
 from neckkit.errors import NeckkitError
+from neckkit.host.manager import PluginHost, build_component
+from neckkit.host.registry import with_weights
 from neckkit.interfaces import MLLM, Codec, VisualEncoder
-from neckkit.plugin_manager import PluginHost, build_component
-from neckkit.registry import with_weights
+from neckkit.neck.checkpoint import Checkpoint, ComponentRef, restore_codec_state
 
 
 def _check_fingerprint(kind: str, ref: ComponentRef, built: str, checkpoint: Checkpoint) -> None:
@@ -34,7 +34,7 @@ def codec_for_checkpoint(host: PluginHost, checkpoint: Checkpoint, weights: str 
     ``weights`` replaces random-init options (a codec trained from a weights file). The result's
     fingerprint must equal the one in ``meta.json``, so a neck never reads another codec's latent.
     """
-    from neckkit.bitstream import codec_fingerprint
+    from neckkit.bitstream.container import codec_fingerprint
 
     ref = checkpoint.meta.codec
     name, codec = build_component(host, "codec", ref.name, with_weights(ref.options, weights))
@@ -48,7 +48,7 @@ def encoder_for_checkpoint(
     host: PluginHost, checkpoint: Checkpoint, weights: str | None = None
 ) -> tuple[str, VisualEncoder]:
     """The encoder the neck was trained for, checked against the fingerprint in ``meta.json``."""
-    from neckkit.weights import fingerprint
+    from neckkit.loading.weights import fingerprint
 
     ref = checkpoint.meta.encoder
     name, encoder = build_component(host, "encoder", ref.name, with_weights(ref.options, weights))

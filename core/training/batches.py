@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Sampler
 
-from neckkit.distributed import World, split_batch
+from neckkit.training.distributed import World, split_batch
 
 
 def split_rows(count: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:

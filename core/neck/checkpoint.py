@@ -30,12 +30,12 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from neckkit import __version__
-from neckkit.codec_weights import CODEC_WRAPPER_PREFIX, CODER_TABLES, load_codec_state, read_checkpoint
 from neckkit.config.base import NeckkitConfig
 from neckkit.config.paper import NeckConfig
 from neckkit.errors import NeckkitError
-from neckkit.neck import TransformNeck
-from neckkit.weights import seeded_init, state_dict_mismatches
+from neckkit.loading.codec_weights import CODEC_WRAPPER_PREFIX, CODER_TABLES, load_codec_state, read_checkpoint
+from neckkit.loading.weights import seeded_init, state_dict_mismatches
+from neckkit.neck.transform import TransformNeck
 
 FORMAT = "neckkit-checkpoint"
 FORMAT_VERSION = 1

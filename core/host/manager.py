@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from neckkit import hookspecs
 from neckkit.errors import PluginError
-from neckkit.registry import (
+from neckkit.host import hookspecs
+from neckkit.host.registry import (
     COMPONENT_KINDS,
     KIND_HOOKS,
     Component,
@@ -282,7 +282,7 @@ def build_component(host: PluginHost, kind: ComponentKind, name: str, options: M
     Random initialisation is seeded, so a ``--random-init`` codec used by ``compress`` and by
     ``decompress`` (or a tiny one used by ``train`` and by ``ask``) has the same weights and fingerprint.
     """
-    from neckkit.weights import seeded_init
+    from neckkit.loading.weights import seeded_init
 
     component = host.components(kind).get(name)
     with seeded_init(0):

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from neckkit.errors import NeckkitError
-from neckkit.weights import state_dict_mismatches
+from neckkit.loading.weights import state_dict_mismatches
 
 # Entropy-coder buffers that depend on the weights and are rebuilt by update(): their presence
 # and shape in a file never matter.

@@ -125,7 +125,7 @@ class WeightsSource:
 
     def need(self, names: Sequence[str]) -> None:
         """Make sure ``names`` are in the folder: download them for a hub id, or fail with one line."""
-        from neckkit.weights import few_names  # imports torch
+        from neckkit.loading.weights import few_names  # imports torch
 
         missing = [name for name in names if not (self.folder / name).is_file()]
         if missing and self.hub_id is not None:

@@ -2,7 +2,7 @@
 
 Each released file holds the ELIC codec under ``state_dict`` (the paper's ``ELIC_LLM`` names, renamed
 onto CompressAI's ``Elic2022Chandelier`` by :func:`bridging_to_chandelier`) and the neck under
-``adapter`` (the names :class:`~neckkit.neck.TransformNeck` uses). The necks were trained behind CLIP
+``adapter`` (the names :class:`~neckkit.neck.transform.TransformNeck` uses). The necks were trained behind CLIP
 ViT-L/14 entered at block 2 with the final LayerNorm applied twice, so the imported metadata names
 ``clip-l`` with ``double_ln_post=True``.
 """
@@ -17,12 +17,12 @@ from pathlib import Path
 
 from torch import Tensor
 
-from neckkit.checkpoint import CheckpointMeta, ComponentRef, NeckShape, load_codec_weights, save_checkpoint
-from neckkit.codec_weights import extract_state_dict, read_checkpoint
 from neckkit.config.paper import NeckConfig, ScenarioConfig
 from neckkit.errors import NeckkitError
-from neckkit.neck import TransformNeck
-from neckkit.weights import seeded_init, state_dict_mismatches
+from neckkit.loading.codec_weights import extract_state_dict, read_checkpoint
+from neckkit.loading.weights import seeded_init, state_dict_mismatches
+from neckkit.neck.checkpoint import CheckpointMeta, ComponentRef, NeckShape, load_codec_weights, save_checkpoint
+from neckkit.neck.transform import TransformNeck
 
 SCENARIOS = ("d1", "d2", "d3")
 PAPER_ENCODER = "clip-l"  # with double_ln_post=True: the head the released necks were trained with
@@ -105,7 +105,7 @@ def _neck_for(neck_state: Mapping[str, Tensor], source: str) -> TransformNeck:
 
 def _codec_ref(codec_state: dict[str, Tensor], source: str) -> ComponentRef:
     """Load the codec state into ELIC (the paper's sizes, or the tiny ones) and fingerprint it."""
-    from neckkit.bitstream import codec_fingerprint
+    from neckkit.bitstream.container import codec_fingerprint
     from neckkit.plugins.codecs.compressai_codecs import TINY_ELIC, build_elic
 
     first = codec_state.get("g_a.0.weight")

@@ -22,8 +22,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
-from neckkit.batches import BatchPlan, PlanSampler, split_rows
-from neckkit.checkpoint import (
+from neckkit.config.train import TrainConfig
+from neckkit.errors import NeckkitError
+from neckkit.files import atomic_path
+from neckkit.interfaces import Codec, VisualEncoder
+from neckkit.loading.weights import seeded_init, state_dict_mismatches
+from neckkit.neck.checkpoint import (
     CheckpointMeta,
     ComponentRef,
     NeckShape,
@@ -34,18 +38,14 @@ from neckkit.checkpoint import (
     restore_codec_state,
     save_checkpoint,
 )
-from neckkit.config.train import TrainConfig
-from neckkit.data import ImageSet, collate_readable
-from neckkit.distributed import World, barrier, mean_across
-from neckkit.errors import NeckkitError
-from neckkit.files import atomic_path
-from neckkit.interfaces import Codec, VisualEncoder
-from neckkit.losses import SurrogateLoss, distillation_loss
-from neckkit.metrics_log import MetricsLog
-from neckkit.neck import TransformNeck
-from neckkit.neck_path import NeckPath
-from neckkit.scenarios import aux_loss, aux_parameters, codec_trainable, joint_loss, set_codec_training
-from neckkit.weights import seeded_init, state_dict_mismatches
+from neckkit.neck.transform import TransformNeck
+from neckkit.training.batches import BatchPlan, PlanSampler, split_rows
+from neckkit.training.data import ImageSet, collate_readable
+from neckkit.training.distributed import World, barrier, mean_across
+from neckkit.training.losses import SurrogateLoss, distillation_loss
+from neckkit.training.metrics_log import MetricsLog
+from neckkit.training.neck_path import NeckPath
+from neckkit.training.scenarios import aux_loss, aux_parameters, codec_trainable, joint_loss, set_codec_training
 
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
@@ -158,7 +158,7 @@ class Trainer:
         config = self.config
         if config.scenario != "d1" or not config.cache:
             return self.data, _collate_images
-        from neckkit.feature_cache import FeatureCache, data_fingerprint, default_cache_root
+        from neckkit.training.feature_cache import FeatureCache, data_fingerprint, default_cache_root
 
         key = {
             "data": data_fingerprint(self.data.paths, self.data.config),
@@ -205,7 +205,7 @@ class Trainer:
         if not encoder.has_text_tower:
             self.echo(f"Notice: encoder {self.parts.encoder_ref.name!r} has no text tower, so the neck trains on distillation alone")
             return
-        from neckkit.zero_shot import openai_templates
+        from neckkit.training.zero_shot import openai_templates
 
         assert data.class_names is not None
         classifier = encoder.text_classifier(data.class_names, openai_templates())
@@ -215,7 +215,7 @@ class Trainer:
     def _meta(self, step: int, metrics: dict[str, float]) -> CheckpointMeta:
         codec_ref = self.parts.codec_ref
         if self.config.scenario != "d1":  # the codec trains too: record the weights the neck now reads
-            from neckkit.bitstream import codec_fingerprint
+            from neckkit.bitstream.container import codec_fingerprint
 
             codec_ref = codec_ref.model_copy(update={"fingerprint": codec_fingerprint(self.parts.codec)})
         return CheckpointMeta(

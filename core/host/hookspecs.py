@@ -13,7 +13,7 @@ import pluggy
 if TYPE_CHECKING:
     import typer
 
-    from neckkit.registry import RegisterCallback
+    from neckkit.host.registry import RegisterCallback
 
 PROJECT = "neckkit"
 

@@ -22,7 +22,7 @@ Byte layout (all integers little-endian)::
 The header is one JSON object with exactly these keys (written compact, keys sorted, ASCII)::
 
     codec          str    registered codec name, e.g. "elic" (lower-case words, '-' and '.')
-    fingerprint    str    16 lower-case hex digits: neckkit.weights.fingerprint of the codec's
+    fingerprint    str    16 lower-case hex digits: neckkit.loading.weights.fingerprint of the codec's
                           weights without its entropy-coder tables (codec_fingerprint)
     options        object codec factory options, e.g. {"quality": 3}; may be {}. JSON values
                           only: null, booleans, 64-bit integers, finite numbers, strings,
@@ -56,8 +56,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from neckkit.bitstream.padding import Padding
 from neckkit.errors import NeckkitError
-from neckkit.padding import Padding
 
 if TYPE_CHECKING:
     from torch import nn
@@ -95,7 +95,7 @@ _PREFIX = struct.Struct("<8sHI")  # magic, version, header length
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _HEADER_KEYS = frozenset({"codec", "fingerprint", "options", "original_size", "padding", "shape"})
-# Same rule as neckkit.registry.NAME_PATTERN (not imported: that module pulls in pydantic).
+# Same rule as neckkit.host.registry.NAME_PATTERN (not imported: that module pulls in pydantic).
 _NAME_PATTERN = re.compile(r"^[a-z0-9]+(?:[-.][a-z0-9]+)*$")
 _MAX_NAME_CHARS = 128
 _FINGERPRINT_PATTERN = re.compile(r"^[0-9a-f]{16}$")
@@ -476,8 +476,8 @@ def read_nk(path: str | os.PathLike[str]) -> NkFile:
 
 def codec_fingerprint(module: nn.Module) -> str:
     """The fingerprint stored in ``.nk`` files: the codec's weights without entropy-coder tables."""
-    from neckkit.codec_weights import CODER_TABLES
-    from neckkit.weights import fingerprint
+    from neckkit.loading.codec_weights import CODER_TABLES
+    from neckkit.loading.weights import fingerprint
 
     return fingerprint(module, exclude=CODER_TABLES)
 

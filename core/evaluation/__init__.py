@@ -1,0 +1,30 @@
+"""Evaluation: rate vs. task quality sweeps, their metrics and reports, and compute counts.
+
+- :mod:`neckkit.evaluation.sweep`: :class:`Evaluator`, :class:`RatePoint` (every image through every point and path);
+- :mod:`neckkit.evaluation.annotations`: reference captions and questions;
+- :mod:`neckkit.evaluation.image_quality`, :mod:`neckkit.evaluation.text_metrics`: PSNR / MS-SSIM, captions, VQA;
+- :mod:`neckkit.evaluation.report`: JSON, CSV, table and plots;
+- :mod:`neckkit.evaluation.complexity`: exact MAC and parameter counts (``neckkit bench``).
+
+``from neckkit.evaluation import Evaluator, RatePoint, ...`` (the module before core/ was grouped)
+keeps working; the names load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_SWEEP_NAMES = (
+    "CAPTION_FIELDS", "DEFAULT_CAPTION_PROMPT", "MEAN_FIELDS", "PATHS", "RATE_FIELDS", "UNCOMPRESSED",
+    "Evaluator", "RatePoint", "Tasks", "embedding_error", "zero_shot_hits",
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SWEEP_NAMES:
+        return getattr(importlib.import_module("neckkit.evaluation.sweep"), name)
+    raise AttributeError(f"module 'neckkit.evaluation' has no attribute {name!r}")
+
+
+__all__ = list(_SWEEP_NAMES)
