@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import click
@@ -76,12 +77,15 @@ def build_app(host: PluginHost) -> typer.Typer:
     ) -> None:
         ctx.meta[DEBUG_KEY] = debug
         ctx.obj = CliState(host=host, debug=debug)
-        if ctx.invoked_subcommand != "list-plugins":
-            for failure in host.failed:
-                typer.echo(
-                    f"Warning: plugin {failure.plugin!r} failed: {failure.error} (see neckkit list-plugins)",
-                    err=True,
-                )
+        if ctx.resilient_parsing:
+            return
+        # Run every component hook now (cheap: factories are lazy, the registries are kept), so a
+        # hook that raises is known, and warned about, before the command looks anything up.
+        host.all_components()
+        # list-plugins lists the failures itself; under torchrun only the first process warns.
+        if ctx.invoked_subcommand != "list-plugins" and os.environ.get("RANK", "0") == "0":
+            for line in host.warnings():
+                typer.echo(line, err=True)
 
     app.command("list-plugins")(list_plugins.list_plugins)
     app.command("compress")(compress.compress)

@@ -1,32 +1,18 @@
-"""``neckkit ask``: an MLLM's answer about a compressed image, read through a trained neck."""
+"""``neckkit ask``: an MLLM's answer about a compressed image, read through a trained neck.
+
+The pipeline is :class:`neckkit.serving.answerer.Answerer`; this command loads one and asks it once.
+"""
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from neckkit.cli.components import build_component, component_options
-
-
-class Stopwatch:
-    """Named stage timings in seconds."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+from neckkit.cli.components import component_options
 
 
 def ask(
@@ -47,67 +33,23 @@ def ask(
     as_json: bool = typer.Option(False, "--json", help="Print answer, bpp and per-stage timings as JSON."),
 ) -> None:
     """Answer PROMPT about a .nk bitstream (entropy decoding, neck, encoder, MLLM; no image reconstruction)."""
-    import torch
+    from neckkit.serving.answerer import Answerer
+    from neckkit.serving.requests import AskRequest
 
-    from neckkit.bitstream.container import NkFile, bpp, check_codec, codec_fingerprint, read_nk
-    from neckkit.bitstream.images import load_image
-    from neckkit.bitstream.padding import pad_to_multiple
-    from neckkit.neck.checkpoint import build_neck, load_checkpoint
-    from neckkit.serving.machine_path import SynthesisWatch, check_mllm, check_nk_codec, codec_for_checkpoint
-
-    watch, synthesis = Stopwatch(), SynthesisWatch()
-    checkpoint = load_checkpoint(neck)
     options = component_options(mllm_opt, weights=mllm_weights, tiny=tiny)
-    with watch.stage("load_mllm"):
-        mllm_name, model = build_component(ctx.obj.host, "mllm", mllm, options)
-    check_mllm(checkpoint, mllm_name, model)
     generation: dict[str, Any] = {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "do_sample": do_sample}
     if temperature is not None:
         generation["temperature"] = temperature
-    result: dict[str, Any] = {"source": str(source), "mllm": mllm_name, "prompts": prompt}
-    with torch.no_grad():
-        if uncompressed:
-            with watch.stage("read"):
-                image = load_image(source)
-            with watch.stage("mllm"):
-                answers = model.generate_from_pixels(model.visual_encoder.preprocess(image), prompt, **generation)
-            result.update(path="uncompressed", bpp=None)
-        else:
-            weights = str(codec_weights) if codec_weights is not None else None
-            codec_name, codec = codec_for_checkpoint(ctx.obj.host, checkpoint, weights)
-            with synthesis.watching(codec):
-                if source.suffix.lower() == ".nk":
-                    with watch.stage("read"):
-                        nk = read_nk(source)
-                    check_nk_codec(checkpoint, nk.codec, str(source))
-                    check_codec(nk, codec_name, codec_fingerprint(codec), source=str(source))
-                else:
-                    with watch.stage("read"):
-                        image = load_image(source)
-                    with watch.stage("compress"):
-                        padded, padding = pad_to_multiple(image, codec.pad_multiple)
-                        payload = codec.compress(padded)
-                    nk = NkFile.from_payload(payload, codec=codec_name, fingerprint=codec_fingerprint(codec),
-                                             original_size=tuple(image.shape[-2:]), padding=padding,
-                                             options=checkpoint.meta.codec.options)
-                with watch.stage("entropy_decode"):
-                    y_hat = codec.decompress_latent(nk.to_payload())
-                with watch.stage("load_neck"):
-                    neck_module = build_neck(checkpoint).eval()
-                with watch.stage("neck"):
-                    tokens = neck_module(y_hat)  # [B, T, width] entering block entry_layer
-                with watch.stage("mllm"):
-                    answers = model.generate(tokens, prompt, start=checkpoint.meta.entry_layer, **generation)
-            rates = bpp(nk)
-            result.update(path="neck", codec=codec_name, bpp=rates.file_bpp, payload_bpp=rates.payload_bpp,
-                          latent_shape=list(y_hat.shape), synthesis_calls=synthesis.calls)
-    result["answers"] = answers
-    result["answer"] = answers[0] if len(answers) == 1 else answers
-    result["seconds"] = {name: round(value, 4) for name, value in watch.seconds.items()}
+    weights = str(codec_weights) if codec_weights is not None else None
+    with Answerer.load(ctx.obj.host, neck, mllm, options, codec_weights=weights, machine_path=not uncompressed,
+                       decode_threads=1) as answerer:
+        result = answerer.answer(AskRequest(source, prompt, generation, uncompressed=uncompressed))
+    result = replace(result, seconds={**answerer.load_seconds, **result.seconds})
     if as_json:
-        typer.echo(json.dumps(result, indent=2))
+        typer.echo(json.dumps(result.as_dict(), indent=2))
         return
+    answers = result.answers
     for question, answer in zip(prompt * (len(answers) // len(prompt) or 1), answers, strict=False):
         typer.echo(f"Q: {question}\nA: {answer}")
-    if result.get("bpp") is not None:
-        typer.echo(f"({result['bpp']:.4f} bpp; no image was reconstructed)")
+    if result.bpp is not None:
+        typer.echo(f"({result.bpp:.4f} bpp; no image was reconstructed)")

@@ -21,11 +21,7 @@ from typing import Any
 
 import typer
 
-from neckkit.cli.components import (
-    build_component,
-    codec_options,
-    component_options,
-)
+from neckkit.cli.components import build_component, check_component_options, component_options
 from neckkit.cli.report import print_table
 from neckkit.errors import NeckkitError
 
@@ -219,13 +215,17 @@ def bench(
     codec_weights: Path | None = typer.Option(None, "--codec-weights", help="Codec state dict file."),
     encoder_weights: str | None = typer.Option(None, "--encoder-weights", help="Encoder hub id, folder or file."),
     tiny: bool = typer.Option(False, "--tiny", help="Tiny random-init codec and encoder (tests)."),
-    random_init: bool = typer.Option(
-        True, "--random-init/--no-random-init", help="Real-size random weights for what has no --*-weights."
+    random_init: bool | None = typer.Option(
+        None,
+        "--random-init/--no-random-init",
+        help="Real-size random weights (default: for a component nothing else gives weights: no --tiny, "
+        "--*-weights or quality).",
+        show_default=False,
     ),
     size: int = typer.Option(256, "--size", min=16, help="Input image side in pixels."),
     repeats: int = typer.Option(5, "--repeats", min=1, help="Timed rounds; medians are reported."),
     entry_layer: int | None = typer.Option(
-        None, "--entry-layer", help="Encoder block the neck enters (default: the encoder's, 2)."
+        None, "--entry-layer", help="Encoder block the neck enters (default: the encoder's entry_layer option, 2)."
     ),
     image: Path | None = typer.Option(None, "--image", help="Image to crop and code (default: a bundled photo)."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch intra-op threads (default: torch's)."),
@@ -246,10 +246,17 @@ def bench(
         torch.set_num_threads(threads)
     host = ctx.obj.host
     weights = str(codec_weights) if codec_weights is not None else None
-    c_options = codec_options(None, weights, tiny, random_init and not tiny and weights is None, codec_opt)
-    e_options = component_options(
-        encoder_opt, weights=encoder_weights, tiny=tiny, random_init=random_init and not tiny and encoder_weights is None
-    )
+    by_default = random_init is None  # random weights for what nothing else gives weights
+    c_options = component_options(codec_opt, random_by_default=by_default, weights=weights, tiny=tiny,
+                                  random_init=random_init)
+    e_options = component_options(encoder_opt, random_by_default=by_default, weights=encoder_weights, tiny=tiny,
+                                  random_init=random_init)
+    if entry_layer is not None and e_options.get("entry_layer", entry_layer) != entry_layer:
+        raise NeckkitError(
+            f"--entry-layer {entry_layer} and --encoder-opt entry_layer={e_options['entry_layer']} disagree; pass one"
+        )
+    check_component_options(host, "codec", codec, c_options)
+    check_component_options(host, "encoder", encoder, e_options)
     codec_name, codec_model = build_component(host, "codec", codec, c_options)
     encoder_name, encoder_model = build_component(host, "encoder", encoder, e_options)
     report = run_bench(

@@ -1,4 +1,9 @@
-"""Building codecs (and later encoders, MLLMs) from command-line options, shared by commands."""
+"""Command-line flags -> factory options, the one mapping every command uses.
+
+``train``, ``eval``, ``bench``, ``compress``, ``decompress`` and ``ask`` turn their flags into the
+standard option names of :mod:`neckkit.host.options` here, so they cannot disagree; the core then
+checks the combination before any factory runs.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,20 @@ from typing import Any
 
 from neckkit.config.base import parse_override
 from neckkit.errors import NeckkitError
-from neckkit.host.manager import build_component
+from neckkit.host.options import build_component, check_component_options
 
-__all__ = ["build_component", "codec_options", "component_options", "parse_component_options", "stored_options"]
+__all__ = [
+    "build_component",
+    "check_component_options",
+    "codec_options",
+    "component_options",
+    "parse_component_options",
+    "stored_options",
+]
+
+# Options that choose where a component's weights come from; without any of them a command that
+# defaults to random weights (``bench``) asks for ``random_init``.
+WEIGHT_CHOICES = ("tiny", "random_init", "weights", "quality", "pretrained")
 
 
 def parse_component_options(items: list[str] | None) -> dict[str, Any]:
@@ -22,17 +38,30 @@ def parse_component_options(items: list[str] | None) -> dict[str, Any]:
     return options
 
 
-def component_options(extra: list[str] | None, **flags: Any) -> dict[str, Any]:
-    """Factory options: ``--*-opt name=value`` items, then the command's flags; unset flags (None, False) are left out."""
+def component_options(extra: list[str] | None, *, random_by_default: bool = False, **flags: Any) -> dict[str, Any]:
+    """Factory options: the ``--*-opt name=value`` items, then the command's flags (``tiny``, ``random_init``,
+    ``weights``, ``quality``...; unset ones, ``None`` or ``False``, are left out).
+
+    A flag that repeats an ``--*-opt`` item with another value is refused. ``random_by_default``
+    (``bench``): when nothing chooses the weights (no tiny, random_init, weights, quality or
+    pretrained), ask for ``random_init``. Legality of the combination is the core's check, not this.
+    """
     options = parse_component_options(extra)
-    options.update({key: value for key, value in flags.items() if value is not None and value is not False})
+    for key, value in flags.items():
+        if value is None or value is False:
+            continue
+        if key in options and options[key] != value:
+            raise NeckkitError(f"option {key!r} is given twice, as {options[key]!r} and as {value!r}; pass it once")
+        options[key] = value
+    if random_by_default and not any(options.get(key) not in (None, False) for key in WEIGHT_CHOICES):
+        options["random_init"] = True
     return options
 
 
 def codec_options(
     quality: int | None, weights: str | None, tiny: bool, random_init: bool, extra: list[str] | None
 ) -> dict[str, Any]:
-    """Factory options from the common codec flags; unset flags are left out."""
+    """Factory options from the common codec flags (:func:`component_options` with those flags)."""
     return component_options(extra, quality=quality, weights=weights, tiny=tiny, random_init=random_init)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from neckkit.cli.components import build_component, codec_options, stored_options
+from neckkit.cli.components import build_component, component_options, stored_options
 from neckkit.cli.report import print_table, progress
 from neckkit.errors import NeckkitError
 
@@ -120,7 +120,7 @@ def compress(
     elif codec is None:
         raise NeckkitError("pass --codec NAME (or --neck CKPT to use a neck checkpoint's codec)")
     else:
-        options = codec_options(quality, weights, tiny, random_init, codec_opt)
+        options = component_options(codec_opt, quality=quality, weights=weights, tiny=tiny, random_init=random_init)
         name, model = build_component(ctx.obj.host, "codec", codec, options)
         stored = stored_options(options)
     model.eval()

@@ -12,7 +12,6 @@ import typer
 from neckkit.cli.components import build_component
 from neckkit.cli.report import print_table
 from neckkit.errors import NeckkitError
-from neckkit.host.registry import with_weights
 
 MAX_DECODE_PIXELS = 1 << 28  # 16384 x 16384: refuse files that claim larger images
 
@@ -56,8 +55,8 @@ def decompress(
 
         name, codec, _ = neck_codec(ctx.obj.host, neck, nk.codec, weights)
     else:
-        # The given weights replace the random ones the file may name.
-        name, codec = build_component(ctx.obj.host, "codec", nk.codec, with_weights(nk.options, weights))
+        # The header's options, the given weights replacing the random init they may name.
+        name, codec = build_component(ctx.obj.host, "codec", nk.codec, nk.options, weights=weights)
     codec.eval()
     check_codec(nk, name, codec_fingerprint(codec), source=str(file))
     check_geometry(nk, codec, str(file))

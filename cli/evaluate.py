@@ -16,7 +16,7 @@ import typer
 
 from neckkit.cli.components import (
     build_component,
-    codec_options,
+    check_component_options,
     component_options,
     stored_options,
 )
@@ -184,6 +184,13 @@ def evaluate(
     host, taken = ctx.obj.host, set()
     c_weights = str(codec_weights) if codec_weights is not None else None
     e_weights = str(encoder_weights) if encoder_weights is not None else None
+    quality_points: list[tuple[int | None, dict[str, Any]]] = []
+    if codec is not None:  # checked before anything loads: e.g. --tiny with --quality is refused here
+        for q in quality or [None]:
+            options = component_options(codec_opt, quality=q, weights=None if neck else c_weights, tiny=tiny,
+                                        random_init=random_init)
+            check_component_options(host, "codec", codec, options)
+            quality_points.append((q, options))
     points, checkpoints, encoder_model = neck_points(host, list(neck or []), c_weights, e_weights, taken)
     encoder_name = checkpoints[0].meta.encoder.name if checkpoints else encoder
     if encoder_model is None:
@@ -194,8 +201,7 @@ def evaluate(
     elif encoder is not None and encoder != encoder_name:
         raise NeckkitError(f"--encoder {encoder} is not the encoder the necks were trained for, {encoder_name!r}")
     if codec is not None:
-        for q in quality or [None]:
-            options = codec_options(q, None if neck else c_weights, tiny, random_init, codec_opt)
+        for q, options in quality_points:
             name, model = build_component(host, "codec", codec, options)
             label = unique(f"{name} q{q}" if q is not None else name, taken)
             points.append(RatePoint(label, name, model.eval(), stored_options(options), info={"quality": q}))

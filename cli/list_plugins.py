@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from neckkit.host.manager import PluginHost
+from neckkit.host.options import option_help
 from neckkit.host.registry import KIND_PLURALS, ComponentKind, ComponentRegistry
 
 
@@ -27,16 +28,38 @@ def plugin_listing(host: PluginHost) -> dict[str, Any]:
 
 
 def _component_rows(registry: ComponentRegistry) -> list[dict[str, Any]]:
-    return [
-        {
+    """One row per component: what it is, its factory options and, for codecs, the scenarios it supports."""
+    rows = []
+    for component in registry:
+        info = component.info
+        row: dict[str, Any] = {
             "name": component.name,
             "plugin": component.plugin,
-            "description": component.info.description,
-            "aliases": list(component.info.aliases),
-            "tiny": component.info.tiny,
+            "description": info.description,
+            "aliases": list(info.aliases),
+            "tiny": info.tiny,
+            "tiny_weights": info.tiny_weights,
+            "qualities": list(info.qualities),
+            "pretrained": list(info.pretrained),
+            "options": option_help(info),
         }
-        for component in registry
-    ]
+        if component.kind == "codec":
+            row["scenarios"] = list(info.scenarios)
+        rows.append(row)
+    return rows
+
+
+def _tiny_cell(row: dict[str, Any]) -> str:
+    if not row["tiny"]:
+        return ""
+    return "yes+weights" if row["tiny_weights"] else "yes"
+
+
+def _qualities_cell(qualities: list[int]) -> str:
+    """``1-8`` for a run of consecutive levels, else ``1, 3, 5``."""
+    if len(qualities) > 2 and qualities == list(range(qualities[0], qualities[-1] + 1)):
+        return f"{qualities[0]}-{qualities[-1]}"
+    return ", ".join(str(q) for q in qualities)
 
 
 def _render(listing: dict[str, Any], console: Console) -> None:
@@ -53,13 +76,25 @@ def _render(listing: dict[str, Any], console: Console) -> None:
             console.print(f"No {KIND_PLURALS[kind]} registered.")
             continue
         table = Table(title=KIND_PLURALS[kind].capitalize(), title_justify="left")
-        for column in ("name", "aliases", "tiny", "plugin", "description"):
-            table.add_column(column)
+        table.add_column("name", no_wrap=True)
+        table.add_column("tiny", no_wrap=True)
+        if kind == "codec":  # only codecs have scenarios and quality levels
+            table.add_column("scenarios", no_wrap=True)
+            table.add_column("qualities", no_wrap=True)
+        table.add_column("description")
         for row in rows:
-            table.add_row(
-                row["name"], ", ".join(row["aliases"]), "yes" if row["tiny"] else "", row["plugin"], row["description"]
-            )
+            cells = [row["name"], _tiny_cell(row)]
+            if kind == "codec":
+                cells += [",".join(row["scenarios"]), _qualities_cell(row["qualities"])]
+            table.add_row(*cells, row["description"])
         console.print(table)
+        for row in rows:  # who registered each, its aliases, factory options and known weights: one line each
+            line = f"  {row['name']} (plugin {row['plugin']}"
+            line += f"; aliases {', '.join(row['aliases'])})" if row["aliases"] else ")"
+            line += f" options: {', '.join(row['options']) or 'none'}"
+            if row["pretrained"]:
+                line += f"; pretrained tags / hub ids: {', '.join(row['pretrained'])}"
+            console.print(line, highlight=False, markup=False)
     for failure in listing["failed"]:
         console.print(f"[red]Failed plugin[/red] {failure['plugin']}: {failure['error']}", highlight=False)
 

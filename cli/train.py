@@ -10,7 +10,7 @@ import typer
 
 from neckkit.cli.components import (
     build_component,
-    codec_options,
+    check_component_options,
     component_options,
     stored_options,
 )
@@ -19,11 +19,11 @@ from neckkit.errors import NeckkitError
 RESUMABLE_KEYS = ("max_steps", "num_workers", "log_every")  # may change when resuming
 
 
-def resolve_config(config_file: Path | None, tiny: bool, scenario: str | None, rate_lambda: float | None,
-                   max_steps: int | None, overrides: list[str] | None) -> Any:
-    """Defaults < ``--tiny``'s quick-start schedule < config file < flags and ``--set``."""
+def config_data(config_file: Path | None, tiny: bool, scenario: str | None, rate_lambda: float | None,
+                max_steps: int | None, overrides: list[str] | None) -> dict[str, Any]:
+    """The training config as plain data: defaults < ``--tiny``'s quick-start schedule < config file < flags and ``--set``."""
     from neckkit.config.base import NeckkitConfig, _apply_overrides
-    from neckkit.config.train import QUICK_START, TrainConfig
+    from neckkit.config.train import QUICK_START
 
     data: dict[str, Any] = {}
     if tiny:
@@ -34,8 +34,60 @@ def resolve_config(config_file: Path | None, tiny: bool, scenario: str | None, r
     flags = {"scenario": scenario, "rate_lambda": rate_lambda, "max_steps": max_steps}
     _apply_overrides(data, {key: value for key, value in flags.items() if value is not None})
     _apply_overrides(data, overrides or [])
+    return data
+
+
+def resolve_config(config_file: Path | None, tiny: bool, scenario: str | None, rate_lambda: float | None,
+                   max_steps: int | None, overrides: list[str] | None, entry_layer: int | None = None) -> Any:
+    """Defaults < ``--tiny``'s quick-start schedule < config file < flags and ``--set``; ``entry_layer``
+    (the encoder's, see :func:`reconcile_entry_layer`) sets ``neck.entry_layer``."""
+    from neckkit.config.base import _apply_overrides
+    from neckkit.config.train import TrainConfig
+
+    data = config_data(config_file, tiny, scenario, rate_lambda, max_steps, overrides)
+    if entry_layer is not None:
+        _apply_overrides(data, {"neck.entry_layer": entry_layer})
     source = f"config file {config_file}" if config_file is not None else "config"
     return TrainConfig.validate_data(data, source=source)
+
+
+def configured_entry_layer(data: dict[str, Any]) -> Any:
+    """``neck.entry_layer`` as the config file or ``--set`` gave it, else ``None``."""
+    neck = data.get("neck")
+    return neck.get("entry_layer") if isinstance(neck, dict) else None
+
+
+def reconcile_entry_layer(component: Any, e_options: dict[str, Any], configured: Any) -> tuple[dict[str, Any], Any]:
+    """One source of truth for where neck tokens enter: the encoder option ``entry_layer``.
+
+    Returns the encoder options and the entry layer the config must follow (``None``: decided once the
+    encoder is built, by its own ``entry_layer``). ``--encoder-opt entry_layer=N`` sets the config's
+    ``neck.entry_layer``; a different ``neck.entry_layer`` from ``--set`` or ``--config`` is refused; a
+    configured one alone becomes the encoder's option when the encoder declares it.
+    """
+    from neckkit.host.options import accepted_options
+
+    chosen = e_options.get("entry_layer")
+    if chosen is not None and configured is not None and chosen != configured:
+        raise NeckkitError(
+            f"--encoder-opt entry_layer={chosen} and neck.entry_layer={configured} (from --set or --config) disagree; "
+            "the encoder option says where neck tokens enter: pass one of them"
+        )
+    if chosen is None and configured is not None and "entry_layer" in accepted_options(component.info):
+        return {**e_options, "entry_layer": configured}, configured
+    return e_options, chosen
+
+
+def check_scenario(component: Any, scenario: str) -> None:
+    """Refuse a scenario the codec did not register (d3 needs ``Codec.synthesis_modules()``)."""
+    from neckkit.host.options import component_label
+
+    supported = component.info.scenarios
+    if scenario not in supported:
+        raise NeckkitError(
+            f"{component_label(component)} supports scenarios {', '.join(supported)}, not {scenario} "
+            "(d3 needs Codec.synthesis_modules(); its plugin declares it with register(..., scenarios=(\"d1\", \"d2\", \"d3\")))"
+        )
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -105,13 +157,22 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
 ) -> None:
     """Train a transform-neck (scenario d1, d2 or d3); checkpoints, metrics and the summary go to --out."""
-    config = resolve_config(config_file, tiny, scenario, rate_lambda, max_steps, overrides)
+    host = ctx.obj.host
+    weights = str(codec_weights) if codec_weights is not None else None
+    c_options = component_options(codec_opt, quality=quality, weights=weights, tiny=tiny, random_init=random_init)
+    e_options = component_options(encoder_opt, weights=encoder_weights, tiny=tiny, random_init=random_init)
+    codec_component, encoder_component = host.components("codec").get(codec), host.components("encoder").get(encoder)
+    configured = configured_entry_layer(config_data(config_file, tiny, scenario, rate_lambda, max_steps, overrides))
+    e_options, entry_layer = reconcile_entry_layer(encoder_component, e_options, configured)
+    check_component_options(host, "codec", codec, c_options)  # before anything loads
+    check_component_options(host, "encoder", encoder, e_options)
+    config = resolve_config(config_file, tiny, scenario, rate_lambda, max_steps, overrides, entry_layer)
+    check_scenario(codec_component, config.scenario)
     run_dir = out or default_run_dir(Path("runs") / f"{codec}-{encoder}-{config.scenario}", resume)
     if resume:
         check_resumable(run_dir, config)
     elif holds_run(run_dir):
         raise NeckkitError(f"{run_dir} already holds a training run; pass --resume to continue it or choose another --out")
-
 
     from neckkit.bitstream.container import codec_fingerprint
     from neckkit.loading.weights import fingerprint
@@ -124,12 +185,13 @@ def train(
     torch_device = device_for(world, device)
     world = init_world(torch_device)
     try:
-        weights = str(codec_weights) if codec_weights is not None else None
-        c_options = codec_options(quality, weights, tiny, random_init, codec_opt)
-        e_options = component_options(encoder_opt, weights=encoder_weights, tiny=tiny, random_init=random_init)
-        host = ctx.obj.host
         codec_name, codec_model = build_component(host, "codec", codec, c_options)
         encoder_name, encoder_model = build_component(host, "encoder", encoder, e_options)
+        if entry_layer is None and configured is None and encoder_model.entry_layer != config.neck.entry_layer:
+            # Neither the encoder option nor the config chose: the encoder's own default decides.
+            config = resolve_config(config_file, tiny, scenario, rate_lambda, max_steps, overrides, encoder_model.entry_layer)
+            if resume:
+                check_resumable(run_dir, config)
         init_neck = None
         if init is not None:
             from neckkit.neck.checkpoint import check_pair, load_checkpoint, restore_codec_state

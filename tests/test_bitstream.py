@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from neckkit.bitstream import container as bitstream
+from neckkit.bitstream import nk_format
 from neckkit.bitstream.container import (
     FORMAT_VERSION,
     MAGIC,
@@ -198,7 +199,7 @@ def test_padding_is_the_padding_helpers_type() -> None:
 def test_name_rule_matches_registry() -> None:
     from neckkit.host.registry import NAME_PATTERN
 
-    assert bitstream._NAME_PATTERN.pattern == NAME_PATTERN.pattern
+    assert nk_format._NAME_PATTERN.pattern == NAME_PATTERN.pattern
 
 
 @pytest.mark.parametrize(
@@ -272,9 +273,9 @@ def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broken
         raise OSError(28, "No space left on device")
 
     if broken == "replace":
-        monkeypatch.setattr(bitstream.os, "replace", boom)
+        monkeypatch.setattr(os, "replace", boom)
     elif broken == "fsync":
-        monkeypatch.setattr(bitstream.os, "fsync", boom)
+        monkeypatch.setattr(os, "fsync", boom)
     else:
         real_fdopen = os.fdopen
 
@@ -293,7 +294,7 @@ def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broken
                 self.handle.flush()
                 raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(bitstream.os, "fdopen", HalfWriter)
+        monkeypatch.setattr(os, "fdopen", HalfWriter)
     with pytest.raises(NeckkitError, match=r"cannot write .*photo\.nk: No space left on device"):
         write_nk(path, sample(codec="tic", streams=[b"x" * 1000]))
     assert path.read_bytes() == before
@@ -306,7 +307,7 @@ def test_write_interrupted_leaves_no_temp(tmp_path: Path, monkeypatch: pytest.Mo
     def interrupt(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(bitstream.os, "replace", interrupt)
+    monkeypatch.setattr(os, "replace", interrupt)
     with pytest.raises(KeyboardInterrupt):
         write_nk(path, sample())
     assert os.listdir(tmp_path) == []
@@ -640,7 +641,23 @@ def test_bpp_by_hand() -> None:
     assert result.file_bpp == pytest.approx(171 * 8 / 1500) == pytest.approx(0.912)
 
 
-def test_import_is_cheap() -> None:
-    code = "import sys, neckkit.bitstream.container; print(sorted(m for m in ('torch', 'pydantic', 'numpy') if m in sys.modules))"
+@pytest.mark.parametrize("module", ["container", "nk_format", "nk_files", "codec_identity", "rate"])
+def test_import_is_cheap(module: str) -> None:
+    code = (
+        f"import sys, neckkit.bitstream.{module}, neckkit.bitstream; "
+        "print(sorted(m for m in ('torch', 'pydantic', 'numpy') if m in sys.modules))"
+    )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "[]"
+
+
+def test_container_and_package_reexport_the_split_modules_names() -> None:
+    import neckkit.bitstream
+    from neckkit.bitstream import codec_identity, nk_files, rate
+
+    for module in (nk_format, nk_files, codec_identity, rate):
+        for name in module.__all__:
+            assert getattr(bitstream, name) is getattr(module, name), name
+            assert getattr(neckkit.bitstream, name) is getattr(module, name), name
+    assert sorted(bitstream.__all__) == sorted(neckkit.bitstream.__all__)
+    assert bitstream._NAME_PATTERN is nk_format._NAME_PATTERN  # private names older code reads

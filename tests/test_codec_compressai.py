@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from compressai.models import Elic2022Chandelier, ScaleHyperprior
 from compressai.models.sensetime import Cheng2020AnchorCheckerboard
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,26 +25,28 @@ from torch import nn
 from neckkit.bitstream.padding import pad_to_multiple
 from neckkit.errors import NeckkitError
 from neckkit.interfaces.codec import Codec, LatentPayload, estimated_bits
+from neckkit.loading.codec_weights import CODER_TABLES
 from neckkit.loading.weights import seeded_init
 from neckkit.plugins.codecs import compressai_codecs as cc
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ZOO = ("bmshj2018-hyperprior", "mbt2018-mean", "cheng2020-anchor")
 TINY_BUILDERS: dict[str, Callable[[], Codec]] = {
-    "elic": lambda: cc.build_elic(tiny=True),
-    "elic-official": lambda: cc.build_elic(tiny=True, variant="official"),
-    **{name: (lambda name=name: cc.build_zoo(name, tiny=True)) for name in ZOO},
-    "cheng2020-anchor-checkerboard": lambda: _wrap_seeded(Cheng2020AnchorCheckerboard, 16),
+    "elic": lambda: _seeded(cc.build_elic, tiny=True),
+    "elic-official": lambda: _seeded(cc.build_elic, tiny=True, variant="official"),
+    **{name: (lambda name=name: _seeded(cc.build_zoo, name, tiny=True)) for name in ZOO},
+    "cheng2020-anchor-checkerboard": lambda: _seeded(lambda: cc.wrap_compressai_model(Cheng2020AnchorCheckerboard(16))),
 }
 REAL_BUILDERS: dict[str, Callable[[], Codec]] = {
-    "elic": lambda: cc.build_elic(random_init=True),
-    **{name: (lambda name=name: cc.build_zoo(name, random_init=True)) for name in ZOO},
+    "elic": lambda: _seeded(cc.build_elic, random_init=True),
+    **{name: (lambda name=name: _seeded(cc.build_zoo, name, random_init=True)) for name in ZOO},
 }
 
 
-def _wrap_seeded(architecture: type, *sizes: int) -> Codec:
-    with seeded_init(0):
-        return cc.wrap_compressai_model(architecture(*sizes))
+def _seeded(factory: Callable[..., Codec], *args: object, seed: int = 0, **options: object) -> Codec:
+    """Build as neckkit's core does: the factory under ``seeded_init(seed)``."""
+    with seeded_init(seed):
+        return factory(*args, **options)
 
 
 def _boost(codec: Codec, gain: float) -> Codec:
@@ -122,7 +125,7 @@ def test_real_size_round_trip_is_exact(real: _Cache, name: str) -> None:
 def test_round_trip_across_instances_after_load_state_dict(tiny: _Cache) -> None:
     """Encoder and decoder in different objects; coder tables of other sizes load fine."""
     encoder = tiny("elic")
-    decoder = cc.build_elic(tiny=True, seed=1)
+    decoder = _seeded(cc.build_elic, tiny=True, seed=1)
     decoder.load_state_dict(encoder.state_dict())
     x = _image(1, 64, 64, seed=3)
     assert torch.equal(decoder.decompress_latent(encoder.compress(x)), encoder.analyze(x).y_hat)
@@ -246,7 +249,7 @@ def test_paper_release_layout_loads_like_direct_chandelier(real: _Cache, tmp_pat
     loaded = cc.build_elic(weights=path)
     state = loaded.model.state_dict()
     assert all(
-        torch.equal(state[key], value) for key, value in own.items() if key.rsplit(".", 1)[-1] not in cc.CODER_TABLES
+        torch.equal(state[key], value) for key, value in own.items() if key.rsplit(".", 1)[-1] not in CODER_TABLES
     )
 
     direct = cc.wrap_compressai_model(reference)
@@ -265,7 +268,7 @@ def test_bridging_to_chandelier_covers_every_released_key() -> None:
     assert cc.is_bridging_layout(state)
     assert len(mapped) == 384 + 4 * 7  # the shared Gaussian's 7 buffers copied into 5 groups
     with seeded_init(0):
-        expected = set(cc.Elic2022Chandelier().state_dict())
+        expected = set(Elic2022Chandelier().state_dict())
     assert set(mapped) == expected
 
 
@@ -348,7 +351,7 @@ def test_quality_loads_from_the_hub_cache(offline: Path) -> None:
     url, cached = cc.zoo_checkpoint("bmshj2018-hyperprior", 1)
     assert cached.parent == offline and url.endswith(cached.name)
     with seeded_init(3):
-        source = cc.ScaleHyperprior(128, 192)  # quality 1's sizes
+        source = ScaleHyperprior(128, 192)  # quality 1's sizes
     cached.parent.mkdir(parents=True)
     torch.save(source.state_dict(), cached)
     codec = cc.build_zoo("bmshj2018-hyperprior", quality=1)

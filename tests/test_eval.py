@@ -139,14 +139,25 @@ def test_labelled_folders_give_zero_shot_accuracy_and_bad_images_are_counted(swe
         "astronaut/astronaut.jpg", "cat/chelsea.jpg", "coffee/coffee.jpg", "rocket/rocket.jpg"}
 
 
-def test_codec_quality_points_give_reconstruction_only(sweep, tmp_path: Path) -> None:
-    result = run_eval(sweep, "--codec", "tic", "--tiny", "--encoder", "clip-l", "--quality", "1", "--quality", "2",
-                      "--limit", "2", "--out", str(tmp_path / "q"), "--json")
+def test_a_codec_point_gives_reconstruction_only(sweep, tmp_path: Path) -> None:
+    result = run_eval(sweep, "--codec", "tic", "--tiny", "--encoder", "clip-l", "--limit", "2", "--out", str(tmp_path / "q"),
+                      "--json")
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)["rows"]
-    assert sorted((row["point"], row["path"]) for row in rows) == [
-        ("tic q1", "reconstruction"), ("tic q2", "reconstruction"), ("uncompressed", "uncompressed")]
+    assert sorted((row["point"], row["path"]) for row in rows) == [("tic", "reconstruction"), ("uncompressed", "uncompressed")]
     assert all(row["images"] == 2 for row in rows)
+
+
+def test_tiny_quality_points_are_refused_not_printed_as_identical_rows(sweep, tmp_path: Path) -> None:
+    """Every quality of a tiny codec is the same random model: two rows q1 and q2 would claim to differ."""
+    result = run_eval(sweep, "--codec", "tic", "--tiny", "--encoder", "clip-l", "--quality", "1", "--quality", "2",
+                      "--out", str(tmp_path / "q"))
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "Error: codec 'tic' (plugin 'neckkit.plugins.codecs'): --tiny and --quality exclude each other "
+        "(a tiny model is the same random model at every quality)"
+    ]
+    assert not (tmp_path / "q").exists()
 
 
 @pytest.mark.parametrize(

@@ -346,3 +346,11 @@ def test_default_cache_root_follows_the_environment(monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("NECKKIT_CACHE_DIR")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_cache_root() == tmp_path / "home" / ".cache" / "neckkit" / "features"
+
+
+def test_key_functions_stay_importable_from_feature_cache() -> None:
+    from neckkit.training import feature_cache, feature_cache_keys
+
+    for name in feature_cache_keys.__all__:
+        assert getattr(feature_cache, name) is getattr(feature_cache_keys, name), name
+        assert name in feature_cache.__all__

@@ -15,7 +15,8 @@ def test_hook_register_codecs(toy_plugin: PluginHost) -> None:
     codec = component.build(tiny=True, channels=4)
     assert isinstance(codec, Codec)
     assert (component.name, codec.latent_channels, codec.stride) == ("toy-codec", 4, 4)
-    assert component.info.options == {"channels": "latent channels", "tiny": "smaller transforms"}
+    assert set(component.info.options) == {"channels", "random_init", "weights"}
+    assert component.info.scenarios == ("d1", "d2", "d3")
 
 
 def test_hook_register_encoders(toy_plugin: PluginHost) -> None:

@@ -1,4 +1,4 @@
-"""Meta-tests (as datasette has): every hook is documented and tested; docs name real things."""
+"""Meta-tests (as datasette has): every hook and plugin-API name is documented and tested; docs name real things."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 import test_hooks
 
+from neckkit import plugin_api
 from neckkit.host import hookspecs
+from neckkit.host.options import STANDARD_OPTIONS
+from neckkit.host.registry import ComponentInfo
 
 REPO = Path(__file__).resolve().parents[1]
 HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("register_"))
@@ -35,3 +38,39 @@ def test_docs_index_links_existing_pages() -> None:
     assert links
     for link in links:
         assert (REPO / "docs" / link).is_file(), link
+
+
+# --- the plugin API (datasette's test_docs.py style) -------------------------------------------
+
+PLUGIN_API_TESTS = (REPO / "tests" / "test_plugin_api.py").read_text()
+
+
+@pytest.mark.parametrize("name", plugin_api.__all__)
+def test_every_plugin_api_name_is_documented(name: str) -> None:
+    assert re.search(rf"`{re.escape(name)}[`(]", PLUGIN_DOC), f"docs/writing-a-plugin.md does not document {name}"
+
+
+@pytest.mark.parametrize("name", plugin_api.__all__)
+def test_every_plugin_api_name_is_exercised_by_a_test(name: str) -> None:
+    assert re.search(rf"\bapi\.{re.escape(name)}\b", PLUGIN_API_TESTS), (
+        f"tests/test_plugin_api.py never uses api.{name}"
+    )
+
+
+def test_every_register_info_field_is_documented() -> None:
+    for field in ComponentInfo.model_fields:
+        assert re.search(rf"^\| `{field}` \|", PLUGIN_DOC, flags=re.MULTILINE), f"register field {field} undocumented"
+
+
+def test_every_standard_factory_option_is_in_the_option_table() -> None:
+    for option in STANDARD_OPTIONS:
+        assert re.search(rf"^\| `{option.name}` \| {option.type.__name__} \|", PLUGIN_DOC, flags=re.MULTILINE), (
+            option.name
+        )
+
+
+def test_the_guide_names_the_bundled_photos_and_synthesis_modules() -> None:
+    assert "neckkit/samples/*.jpg" in PLUGIN_DOC
+    for photo in plugin_api.sample_images():
+        assert photo.stem in PLUGIN_DOC
+    assert "synthesis_modules" in PLUGIN_DOC and '"d3"' in PLUGIN_DOC

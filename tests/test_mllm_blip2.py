@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from neckkit.errors import NeckkitError
+from neckkit.host.manager import PluginHost
+from neckkit.loading.weights import seeded_init
 from neckkit.plugins.encoders.blip2 import HUB_ID, build_blip2_vision
 from neckkit.plugins.mllms.blip2 import (
     Blip2MLLM,
@@ -25,7 +27,7 @@ transformers = pytest.importorskip("transformers")
 QUESTION = "what is in the picture?"
 
 
-def liven(mllm: Blip2MLLM, seed: int = 5) -> Blip2MLLM:
+def liven(mllm: Blip2MLLM, seed: int = 6) -> Blip2MLLM:
     """Make a tiny model's answers depend on the image: at init (std 0.02, 32 wide) the language model's
     logits are nearly flat and greedy decoding repeats one token whatever the image. Matrices are
     scaled up and layer-norm affines drawn at random (init 1 / 0 would hide a missing norm)."""
@@ -40,15 +42,21 @@ def liven(mllm: Blip2MLLM, seed: int = 5) -> Blip2MLLM:
     return mllm
 
 
+def seeded(factory, **options):  # noqa: ANN001, ANN003, ANN201
+    """Build as neckkit does: the factory under ``seeded_init(0)`` (the default seed)."""
+    with seeded_init(0):
+        return factory(**options)
+
+
 @pytest.fixture(scope="module")
 def tiny() -> Blip2MLLM:
     """The factory's tiny model, untouched."""
-    return build_blip2(tiny=True)
+    return seeded(build_blip2, tiny=True)
 
 
 @pytest.fixture(scope="module")
 def lively() -> Blip2MLLM:
-    return liven(build_blip2(tiny=True))
+    return liven(seeded(build_blip2, tiny=True))
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +133,7 @@ def test_greedy_is_deterministic(lively: Blip2MLLM, pixels: torch.Tensor) -> Non
     tokens = entering(lively, pixels, 2)
     first = lively.generate(tokens, "", max_new_tokens=10)
     assert lively.generate(tokens, "", max_new_tokens=10) == first
-    assert liven(build_blip2(tiny=True)).generate(tokens, "", max_new_tokens=10) == first
+    assert liven(seeded(build_blip2, tiny=True)).generate(tokens, "", max_new_tokens=10) == first
 
 
 def test_vision_forward_is_restored(lively: Blip2MLLM, pixels: torch.Tensor) -> None:
@@ -143,16 +151,16 @@ def test_vision_forward_is_restored(lively: Blip2MLLM, pixels: torch.Tensor) -> 
 
 
 def test_sampling_and_float32_tokens_into_bfloat16_model(pixels: torch.Tensor) -> None:
-    mllm = build_blip2(tiny=True, dtype="bfloat16")
+    mllm = seeded(build_blip2, tiny=True, dtype="bfloat16")
     assert mllm.model.vision_model.post_layernorm.weight.dtype == torch.bfloat16
     assert mllm.model.language_model.lm_head.weight.dtype == torch.bfloat16
-    tokens = entering(build_blip2(tiny=True), pixels[:2], 2)  # a float32 neck's output
+    tokens = entering(seeded(build_blip2, tiny=True), pixels[:2], 2)  # a float32 neck's output
     answers = mllm.generate(tokens, "hi", max_new_tokens=4, do_sample=True, temperature=0.7, top_p=0.9)
     assert len(answers) == 2 and all(isinstance(answer, str) for answer in answers)
 
 
 def test_float16_keeps_qformer_in_float32_like_from_pretrained() -> None:
-    mllm = build_blip2(tiny=True, dtype="float16")
+    mllm = seeded(build_blip2, tiny=True, dtype="float16")
     assert mllm.model.query_tokens.dtype == torch.float32
     assert {p.dtype for p in mllm.model.qformer.parameters()} == {torch.float32}
     assert mllm.model.language_projection.weight.dtype == torch.float16
@@ -162,7 +170,7 @@ def test_float16_keeps_qformer_in_float32_like_from_pretrained() -> None:
 
 
 def test_tiny_vision_is_the_tiny_eva_g_blip2_encoder(tiny: Blip2MLLM) -> None:
-    encoder = build_blip2_vision(tiny=True)
+    encoder = seeded(build_blip2_vision, tiny=True)
     ours, theirs = tiny.model.vision_model.state_dict(), encoder.model.state_dict()
     assert ours.keys() == theirs.keys()
     for name, tensor in theirs.items():
@@ -178,9 +186,9 @@ def test_visual_encoder_shares_the_vision_model(tiny: Blip2MLLM) -> None:
     assert sum(1 for _ in tiny.parameters()) == sum(1 for _ in tiny.model.parameters())
 
 
-def test_tiny_builds_are_identical_and_leave_global_rng_alone(tiny: Blip2MLLM) -> None:
+def test_tiny_builds_are_identical_and_leave_global_rng_alone(tiny: Blip2MLLM, host: PluginHost) -> None:
     state = torch.random.get_rng_state()
-    again = build_blip2(tiny=True)
+    again = host.components("mllm").get("blip2").build(tiny=True)  # the core seeds the build (default 0)
     assert torch.equal(torch.random.get_rng_state(), state)
     for name, tensor in tiny.model.state_dict().items():
         assert torch.equal(again.model.state_dict()[name], tensor), name
@@ -188,9 +196,9 @@ def test_tiny_builds_are_identical_and_leave_global_rng_alone(tiny: Blip2MLLM) -
 
 
 def test_entry_layer_option(tiny: Blip2MLLM) -> None:
-    assert build_blip2(tiny=True, entry_layer=3).entry_layer == 3
+    assert seeded(build_blip2, tiny=True, entry_layer=3).entry_layer == 3
     with pytest.raises(NeckkitError, match=r"entry_layer must be in 0\.\.4"):
-        build_blip2(tiny=True, entry_layer=5)
+        seeded(build_blip2, tiny=True, entry_layer=5)
 
 
 def test_byte_tokenizer_round_trips_any_text() -> None:

@@ -14,7 +14,7 @@ import torch
 
 from neckkit.errors import NeckkitError
 from neckkit.host.manager import PluginHost
-from neckkit.loading.weights import fingerprint
+from neckkit.loading.weights import fingerprint, seeded_init
 from neckkit.plugins.encoders.clip import HFClipEncoder, build_clip
 from neckkit.plugins.mllms.llava import HUB_ID, LlavaMLLM, build_llava, meta_size
 
@@ -23,9 +23,15 @@ transformers = pytest.importorskip("transformers")
 PROMPTS = ["What is in the image?", "Describe it."]
 
 
+def tiny_llava() -> LlavaMLLM:
+    """``llava-1.5 --tiny`` as neckkit builds it: the factory under ``seeded_init(0)`` (the default seed)."""
+    with seeded_init(0):
+        return build_llava(tiny=True)
+
+
 @pytest.fixture(scope="module")
 def mllm() -> LlavaMLLM:
-    return build_llava(tiny=True)
+    return tiny_llava()
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +100,8 @@ def test_tokens_from_any_entry_layer_give_the_same_logits(
 
 
 def test_tiny_vision_tower_is_the_tiny_clip_l_336_encoder(mllm: LlavaMLLM) -> None:
-    clip = build_clip("clip-l-336", tiny=True)
+    with seeded_init(0):  # as neckkit builds every component
+        clip = build_clip("clip-l-336", tiny=True)
     tower, reference = mllm.model.model.vision_tower.state_dict(), clip.model.vision_model.state_dict()
     assert tower.keys() == reference.keys()
     assert all(torch.equal(tower[key], reference[key]) for key in reference)
@@ -124,7 +131,7 @@ def test_bare_clip_vision_model_encoder_matches_the_library(mllm: LlavaMLLM) -> 
 
 
 def test_two_tiny_builds_are_identical(mllm: LlavaMLLM) -> None:
-    assert fingerprint(build_llava(tiny=True).model) == fingerprint(mllm.model)
+    assert fingerprint(tiny_llava().model) == fingerprint(mllm.model)
     assert set(mllm.state_dict()) == {f"model.{key}" for key in mllm.model.state_dict()}  # encoder not duplicated
 
 

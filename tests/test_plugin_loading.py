@@ -63,6 +63,7 @@ def test_misspelled_hook_fails_check_pending(monkeypatch: pytest.MonkeyPatch) ->
     assert failure.plugin == "misspelled-hook"
     assert failure.error.startswith("PluginValidationError:")
     assert "register_codec" in failure.error and "unknown hook" in failure.error
+    assert failure.error.endswith("in plugin 'misspelled-hook'; did you mean 'register_codecs'?")
     assert not host.pm.has_plugin("misspelled-hook")
     assert [record.name for record in host.plugins()] == ["first-elic"]
 
@@ -117,6 +118,18 @@ def test_trace_prints_loads_and_hook_calls(monkeypatch: pytest.MonkeyPatch, caps
     assert "neckkit-trace: loaded plugin 'first-elic' unknown hooks=['register_codecs']" in err
     assert "neckkit-trace: calling first-elic.register_codecs" in err
     assert "neckkit-trace: first-elic registered codec 'elic'" in err
+
+
+def test_hooks_run_once_until_a_plugin_is_added(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    _entry_points(monkeypatch, "first_elic")
+    host = _loaded({"NECKKIT_TRACE_PLUGINS": "1"})
+    assert host.components("codec") is host.components("codec")
+    import raising_hook
+
+    host.register(raising_hook, "raising-hook", "1.0")
+    assert "half-done" not in host.components("codec") and "elic" in host.components("codec")
+    calls = [line for line in capsys.readouterr().err.splitlines() if "calling first-elic.register_codecs" in line]
+    assert len(calls) == 2  # once before, once after the new plugin
 
 
 def test_trace_is_silent_by_default(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:

@@ -42,7 +42,7 @@ def fast_scores(candidates=CANDIDATES, references=REFERENCES, **kwargs):
 
 @pytest.fixture
 def no_java(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(text_metrics.shutil, "which", lambda name, *args, **kwargs: None)
+    monkeypatch.setattr(shutil, "which", lambda name, *args, **kwargs: None)
 
 
 # ----------------------------------------------------------------------------------------------- BLEU, CIDEr
@@ -183,12 +183,12 @@ def test_auto_tokenizer_without_java_is_simple(no_java):
 
 @needs_pycocoevalcap
 def test_java_failure_falls_back_only_in_auto_mode(monkeypatch):
-    monkeypatch.setattr(text_metrics.shutil, "which", lambda name, *args, **kwargs: "/usr/bin/java")
+    monkeypatch.setattr(shutil, "which", lambda name, *args, **kwargs: "/usr/bin/java")
 
     def failing_java(command, **kwargs):
         return subprocess.CompletedProcess(command, 1, stdout="", stderr="Error: Could not find or load main class\n")
 
-    monkeypatch.setattr(text_metrics.subprocess, "run", failing_java)
+    monkeypatch.setattr(subprocess, "run", failing_java)
     tokenized, used = tokenize_captions({"x": ["A dog."]}, "auto")
     assert (tokenized, used) == ({"x": ["a dog"]}, "simple")
     with pytest.raises(NeckkitError, match="exited with status 1: Error: Could not find or load main class"):
@@ -262,7 +262,7 @@ def test_a_failing_meteor_is_skipped_and_stopped(monkeypatch):
             started.append(self)
 
     monkeypatch.setattr(meteor_module, "Meteor", DyingMeteor)
-    monkeypatch.setattr(text_metrics.shutil, "which", lambda name, *args, **kwargs: "/usr/bin/java")
+    monkeypatch.setattr(shutil, "which", lambda name, *args, **kwargs: "/usr/bin/java")
     scores = score_captions(CANDIDATES, REFERENCES, tokenizer="simple", spice=False)
     assert scores.meteor is None
     assert scores.skipped["meteor"] == "METEOR failed: Error: Could not reserve enough space for object heap"
@@ -282,7 +282,7 @@ def test_spice_is_skipped_without_its_models(monkeypatch, tmp_path):
 
     monkeypatch.setattr(get_stanford_models, "urlretrieve", no_download)
     monkeypatch.setattr(get_stanford_models, "SPICEDIR", str(tmp_path))  # a pycocoevalcap never run online
-    monkeypatch.setattr(text_metrics.shutil, "which", lambda name, *args, **kwargs: "/usr/bin/java")
+    monkeypatch.setattr(shutil, "which", lambda name, *args, **kwargs: "/usr/bin/java")
     scores = fast_scores(spice=True)
     assert scores.spice is None
     assert scores.skipped["spice"] == (
@@ -322,7 +322,7 @@ def test_bad_inputs(candidates, references, message):
 
 
 def test_missing_pycocoevalcap_gives_the_install_hint(monkeypatch):
-    monkeypatch.setattr(text_metrics.shutil, "which", lambda name, *args, **kwargs: "/usr/bin/java")
+    monkeypatch.setattr(shutil, "which", lambda name, *args, **kwargs: "/usr/bin/java")
     for name in [name for name in sys.modules if name.split(".")[0] == "pycocoevalcap"] + ["pycocoevalcap"]:
         monkeypatch.setitem(sys.modules, name, None)  # import now raises ImportError
     with pytest.raises(NeckkitError) as error:
@@ -380,3 +380,13 @@ def test_normalize_answer(raw, normalized):
 def test_vqa_accuracy_normalizes_both_sides():
     assert vqa_accuracy("Two.", ["2"] * 3 + ["three"] * 7) == pytest.approx(0.9)
     assert vqa_accuracy("a dog", ["Dog"] * 10) == 1.0
+
+
+def test_text_metrics_reexports_the_split_modules_names():
+    from neckkit.evaluation import caption_scores, caption_tokenizer, vqa
+
+    for module in (caption_tokenizer, caption_scores, vqa):
+        for name in module.__all__:
+            assert getattr(text_metrics, name) is getattr(module, name), name
+    assert sorted(text_metrics.__all__) == sorted(caption_tokenizer.__all__ + caption_scores.__all__ + vqa.__all__)
+    assert text_metrics._tokenize is caption_tokenizer._tokenize  # private names older code reads

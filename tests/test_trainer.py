@@ -216,3 +216,12 @@ def test_init_starts_d3_from_a_d1_neck_and_refuses_another_pair(runner, host, tm
                       progress=False, init_neck=start.neck_state)
     assert all(torch.equal(trainer.neck.state_dict()[k], v) for k, v in start.neck_state.items())
     assert config.epochs == config.scenarios.phase2_epochs and config.is_joint(0)
+
+
+def test_run_folder_names_stay_importable_from_the_trainer_module() -> None:
+    from neckkit.neck import checkpoint
+    from neckkit.training import checkpointing, trainer
+
+    for name in checkpointing.__all__:
+        assert getattr(trainer, name) is getattr(checkpointing, name), name
+    assert (trainer.BEST_DIR, trainer.CHECKPOINTS_DIR) == (checkpoint.BEST_DIR, checkpoint.CHECKPOINTS_DIR)

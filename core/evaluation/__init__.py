@@ -2,7 +2,10 @@
 
 - :mod:`neckkit.evaluation.sweep`: :class:`Evaluator`, :class:`RatePoint` (every image through every point and path);
 - :mod:`neckkit.evaluation.annotations`: reference captions and questions;
-- :mod:`neckkit.evaluation.image_quality`, :mod:`neckkit.evaluation.text_metrics`: PSNR / MS-SSIM, captions, VQA;
+- :mod:`neckkit.evaluation.image_quality`: PSNR / MS-SSIM;
+- :mod:`neckkit.evaluation.caption_tokenizer`, :mod:`neckkit.evaluation.caption_scores`: caption tokenisation
+  and scores (BLEU, CIDEr-D, METEOR, SPICE); :mod:`neckkit.evaluation.vqa`: VQA accuracy;
+  :mod:`neckkit.evaluation.text_metrics`: the three in one import (the module before it was split);
 - :mod:`neckkit.evaluation.report`: JSON, CSV, table and plots;
 - :mod:`neckkit.evaluation.complexity`: exact MAC and parameter counts (``neckkit bench``).
 

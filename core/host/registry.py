@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from neckkit.errors import NeckkitError, PluginError, UnknownComponentError
 
@@ -47,17 +47,62 @@ def check_name(name: object) -> str:
     return name
 
 
+Scenario = Literal["d1", "d2", "d3"]
+DEFAULT_SCENARIOS: tuple[Scenario, ...] = ("d1", "d2")
+
+
 class ComponentInfo(BaseModel):
-    """What a plugin says about a component besides its factory (``**info``)."""
+    """What a plugin says about a component besides its factory: the ``**info`` of ``register(name, factory, **info)``.
+
+    Every field is checked when the plugin registers; an unknown field or a wrong value fails that
+    plugin (listed under ``failed`` by ``neckkit list-plugins``). The factory-option contract that
+    ``tiny``, ``tiny_weights``, ``qualities`` and ``options`` feed is :mod:`neckkit.host.options`.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    description: str
-    aliases: tuple[str, ...] = ()
-    tiny: bool = False  # the factory accepts ``tiny=True`` (random-init, tiny widths)
-    pretrained: tuple[str, ...] = ()  # pretrained tags or hub ids the factory knows
-    qualities: tuple[int, ...] = ()  # codec quality levels with known weights
-    options: dict[str, str] = {}  # factory keyword -> one-line help
+    description: str = Field(
+        description="Required. One line saying what the component is (architecture, paper, library), shown by "
+        "`neckkit list-plugins`."
+    )
+    aliases: tuple[str, ...] = Field(
+        (),
+        description="Other names that find the component (same rule as names: lower-case words and hyphens). A name "
+        "or alias another plugin already registered is refused.",
+    )
+    tiny: bool = Field(
+        False,
+        description="The factory accepts tiny=True: tiny widths with random weights, for tests and the quick start "
+        "(`--tiny`). Declares the `tiny` option; no need to list it in `options`.",
+    )
+    tiny_weights: bool = Field(
+        False,
+        description="With tiny=True: the tiny architecture can load a weights file trained elsewhere, so tiny=True "
+        "together with weights=... is legal (otherwise the core refuses the pair). Requires tiny=True.",
+    )
+    pretrained: tuple[str, ...] = Field(
+        (),
+        description="Pretrained tags or hub ids the factory knows (informational: shown by `neckkit list-plugins`), "
+        "e.g. ('openai/clip-vit-large-patch14',).",
+    )
+    qualities: tuple[int, ...] = Field(
+        (),
+        description="Codec quality levels with known weights. When given, a `quality` option outside them is refused "
+        "before the factory runs; `quality` must then be declared in `options`.",
+    )
+    options: dict[str, str] | type[BaseModel] = Field(
+        default_factory=dict,
+        description="The factory's keyword options: a dict {name: one-line help}, or a pydantic BaseModel subclass "
+        "whose fields (with descriptions) are validated and converted before the factory runs. Standard names: "
+        "weights, random_init, quality (declare them when supported); tiny is declared by tiny=True and seed is "
+        "handled by the core. Any other option given is refused, listing these.",
+    )
+    scenarios: tuple[Scenario, ...] = Field(
+        DEFAULT_SCENARIOS,
+        description="Codecs only: the training scenarios the codec supports. Default ('d1', 'd2'); add 'd3' when the "
+        "codec implements Codec.synthesis_modules() (d3 freezes its synthesis transform). `neckkit train` refuses "
+        "another scenario.",
+    )
 
     @field_validator("description")
     @classmethod
@@ -74,6 +119,24 @@ class ComponentInfo(BaseModel):
             check_name(alias)
         return value
 
+    @field_validator("scenarios")
+    @classmethod
+    def _known_scenarios(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("must name at least one scenario")
+        return tuple(sorted(set(value)))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ComponentInfo:
+        declared = self.options.model_fields if isinstance(self.options, type) else self.options
+        if self.tiny_weights and not self.tiny:
+            raise ValueError("tiny_weights=True needs tiny=True")
+        if "tiny" in declared and not self.tiny:
+            raise ValueError("options declare 'tiny': register with tiny=True")
+        if self.qualities and "quality" not in declared:
+            raise ValueError("qualities are given: declare the 'quality' option in options")
+        return self
+
 
 @dataclass(frozen=True)
 class Component:
@@ -86,18 +149,16 @@ class Component:
     info: ComponentInfo
 
     def build(self, **options: Any) -> Any:
-        """Build the component with the factory's keyword options.
+        """Build the component under the factory-option contract (:mod:`neckkit.host.options`).
 
-        An option the factory does not take is one error naming the options it documents.
+        The options are checked before the factory runs (an undeclared option, or an illegal
+        combination, is one error naming the component and its plugin); the factory runs under
+        ``seeded_init(seed)`` and never receives ``seed``; any other exception it raises becomes one
+        ``<kind> '<name>' (plugin '<plugin>') failed to build: <Type>: <message>`` line.
         """
-        try:
-            return self.factory(**options)
-        except TypeError as error:
-            if "unexpected keyword argument" not in str(error):
-                raise
-            unknown = str(error).rsplit("argument", 1)[-1].strip(" '\"")
-            accepted = ", ".join(sorted(self.info.options)) or "none documented"
-            raise NeckkitError(f"{self.kind} {self.name!r} does not accept option {unknown!r} (accepts: {accepted})") from None
+        from neckkit.host.options import build
+
+        return build(self, options)
 
 
 def lazy_factory(target: str, **bound: Any) -> Callable[..., Any]:
@@ -142,22 +203,37 @@ def make_component(
 
 
 class ComponentRegistry:
-    """All components of one kind, by name and alias."""
+    """All components of one kind, by name and alias.
 
-    def __init__(self, kind: ComponentKind) -> None:
+    ``may_have_provided(name)`` gives ``(plugin, error)`` for each failed plugin that could have
+    registered ``name``; an unknown-name error names them.
+    """
+
+    def __init__(
+        self, kind: ComponentKind, may_have_provided: Callable[[str], list[tuple[str, str]]] | None = None
+    ) -> None:
         self.kind = kind
         self._by_name: dict[str, Component] = {}
         self._aliases: dict[str, str] = {}
+        self._may_have_provided = may_have_provided
 
-    def add(self, component: Component) -> None:
-        """Add a component; a name or alias already taken raises an error naming both plugins."""
+    def clash(self, component: Component) -> tuple[str, Component] | None:
+        """The first name or alias of ``component`` already taken, and the component that took it."""
         for claimed in (component.name, *component.info.aliases):
             owner = self._owner(claimed)
             if owner is not None:
-                raise PluginError(
-                    f"{self.kind} name {claimed!r} is registered by both plugin {owner.plugin!r} "
-                    f"and plugin {component.plugin!r}; disable one with NECKKIT_DISABLE_PLUGINS"
-                )
+                return claimed, owner
+        return None
+
+    def add(self, component: Component) -> None:
+        """Add a component; a name or alias already taken raises an error naming both plugins."""
+        clash = self.clash(component)
+        if clash is not None:
+            claimed, owner = clash
+            raise PluginError(
+                f"{self.kind} name {claimed!r} is registered by both plugin {owner.plugin!r} "
+                f"and plugin {component.plugin!r}; disable one with NECKKIT_DISABLE_PLUGINS"
+            )
         self._by_name[component.name] = component
         for alias in component.info.aliases:
             self._aliases[alias] = component.name
@@ -167,7 +243,7 @@ class ComponentRegistry:
         return self._by_name.get(canonical)
 
     def get(self, name: str) -> Component:
-        """Look a component up by name or alias, with a suggestion when it is unknown."""
+        """Look a component up by name or alias; when unknown, suggest the closest and name failed plugins."""
         component = self._owner(name)
         if component is not None:
             return component
@@ -176,6 +252,10 @@ class ComponentRegistry:
         message = f"unknown {self.kind} {name!r}"
         if hint:
             message += f"; did you mean {hint[0]!r}?"
+        failed = self._may_have_provided(name) if self._may_have_provided is not None else []
+        if failed:
+            causes = "; ".join(f"plugin {plugin!r} failed ({error}) and may have provided it" for plugin, error in failed)
+            message += f" {causes[0].upper()}{causes[1:]}." if hint else f"; {causes}."
         message += f" Available: {', '.join(sorted(self._by_name)) or 'none'} (see `neckkit list-plugins`)"
         raise UnknownComponentError(message)
 
@@ -193,15 +273,24 @@ RANDOM_INIT_OPTIONS = ("tiny", "random_init", "seed")
 
 
 def random_weights(weights: str | None, tiny: bool, random_init: bool) -> bool:
-    """Whether a factory builds seeded random weights (tiny or random_init); refuses a weights source as well."""
+    """Whether a factory builds random weights (tiny or random_init).
+
+    The core already refuses weights with tiny/random_init (unless ``tiny_weights``) before a factory
+    runs; this repeats the check for factories called directly.
+    """
     if (tiny or random_init) and weights is not None:
         raise NeckkitError("pass either weights or tiny/random_init, not both")
     return tiny or random_init
 
 
-def with_weights(options: Mapping[str, Any], weights: str | None) -> dict[str, Any]:
-    """``options`` with a weights file replacing the random-init options it may name (``None``: unchanged)."""
+def with_weights(options: Mapping[str, Any], weights: str | None, *, tiny_weights: bool = False) -> dict[str, Any]:
+    """``options`` with a weights file replacing the random-init options it may name (``None``: unchanged).
+
+    ``tiny_weights``: the component's tiny architecture loads weights, so ``tiny`` is kept (a tiny
+    model trained from a file is rebuilt tiny).
+    """
     if weights is None:
         return dict(options)
-    kept = {key: value for key, value in options.items() if key not in RANDOM_INIT_OPTIONS}
+    dropped = {"random_init", "seed"} if tiny_weights else set(RANDOM_INIT_OPTIONS)
+    kept = {key: value for key, value in options.items() if key not in dropped}
     return {**kept, "weights": weights}

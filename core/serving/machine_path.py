@@ -1,11 +1,13 @@
-"""Serving a trained neck: bitstream -> latent -> neck -> the MLLM's encoder -> answer.
+"""What serving a trained neck needs besides the pipeline: its codec and encoder rebuilt, and the checks.
 
-The server side of the paper's pipeline. The latent is entropy-decoded only; the codec's synthesis
-transform never runs (:class:`SynthesisWatch` counts its calls, so callers can prove it).
+The latent is entropy-decoded only; the codec's synthesis transform never runs
+(:class:`SynthesisWatch`, and per thread while serving :class:`SynthesisCounter`, count its calls,
+so callers can prove it). The pipeline itself is :class:`neckkit.serving.answerer.Answerer`.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,8 +15,8 @@ from typing import Any
 from torch import nn
 
 from neckkit.errors import NeckkitError
-from neckkit.host.manager import PluginHost, build_component
-from neckkit.host.registry import with_weights
+from neckkit.host.manager import PluginHost
+from neckkit.host.options import build_component
 from neckkit.interfaces import MLLM, Codec, VisualEncoder
 from neckkit.neck.checkpoint import Checkpoint, ComponentRef, restore_codec_state
 
@@ -37,7 +39,7 @@ def codec_for_checkpoint(host: PluginHost, checkpoint: Checkpoint, weights: str 
     from neckkit.bitstream.container import codec_fingerprint
 
     ref = checkpoint.meta.codec
-    name, codec = build_component(host, "codec", ref.name, with_weights(ref.options, weights))
+    name, codec = build_component(host, "codec", ref.name, ref.options, weights=weights)
     restore_codec_state(codec, checkpoint)
     codec.eval()
     _check_fingerprint("codec", ref, codec_fingerprint(codec), checkpoint)
@@ -51,7 +53,7 @@ def encoder_for_checkpoint(
     from neckkit.loading.weights import fingerprint
 
     ref = checkpoint.meta.encoder
-    name, encoder = build_component(host, "encoder", ref.name, with_weights(ref.options, weights))
+    name, encoder = build_component(host, "encoder", ref.name, ref.options, weights=weights)
     encoder.eval()
     _check_fingerprint("encoder", ref, fingerprint(encoder), checkpoint)
     return name, encoder
@@ -97,3 +99,32 @@ class SynthesisWatch:
 
     def _count(self, *_args: Any) -> None:
         self.calls += 1
+
+
+class SynthesisCounter:
+    """Counts a codec's synthesis calls per thread, for as long as it is served (until :meth:`close`).
+
+    Hooks are installed once, so requests decoded at the same time in different threads each see
+    only their own calls: read :attr:`calls` before and after a request, in the thread that runs it.
+    """
+
+    def __init__(self, codec: Codec) -> None:
+        self._local = threading.local()
+        try:
+            modules: list[nn.Module] = codec.synthesis_modules()
+        except NeckkitError:
+            modules = []
+        self._handles = [module.register_forward_hook(self._count) for module in modules]
+
+    @property
+    def calls(self) -> int:
+        """Synthesis calls made so far by the calling thread."""
+        return getattr(self._local, "calls", 0)
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _count(self, *_args: Any) -> None:
+        self._local.calls = self.calls + 1

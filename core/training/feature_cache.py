@@ -5,7 +5,8 @@ encoder's teacher embedding are constants: they are computed once, written to ``
 read back through memory maps, so training never runs the codec or the teacher again.
 
 A cache is a folder ``cache_root / sha256(json(key))[:16]`` holding one ``<field>.npy`` per
-field, ``labels.npy``, ``source_indices.npy`` and ``index.json``. It is built in a temporary
+field, ``labels.npy``, ``source_indices.npy`` and ``index.json``; the key, its folder name and the
+default root come from :mod:`neckkit.training.feature_cache_keys` (re-exported here). It is built in a temporary
 sibling folder that is renamed into place only when complete, so a folder that exists is either
 complete or damaged by hand; a damaged one (no complete index, files that do not match it) is
 rebuilt, never trusted.
@@ -17,14 +18,13 @@ Fields of dtype bfloat16, which numpy lacks, are stored as int16 bit patterns.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -36,9 +36,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from neckkit import __version__
-from neckkit.config.paper import DataConfig
 from neckkit.errors import NeckkitError
 from neckkit.training.data import collate_readable
+from neckkit.training.feature_cache_keys import _key_json, cache_folder_name, data_fingerprint, default_cache_root
+
+__all__ = ["FORMAT", "INDEX", "Compute", "FeatureCache", "cache_folder_name", "data_fingerprint", "default_cache_root"]
 
 FORMAT = 1  # layout of the folder; a cache written in another format is rebuilt
 INDEX = "index.json"
@@ -46,45 +48,6 @@ _RESERVED = frozenset({"label", "labels", "source_indices", "index"})
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 Compute = Callable[[Tensor], Mapping[str, Tensor]]
-
-
-def data_fingerprint(paths: Sequence[Path], config: DataConfig) -> str:
-    """Short hex digest of a file list, in order: resolved names, sizes, mtimes, and the crop.
-
-    A file that is added, removed, renamed, rewritten or touched, or another resize/crop, gives
-    another fingerprint. A missing file is fingerprinted as missing rather than an error (the
-    dataset skips it). Labels are not included: they follow from the paths for folders read by
-    :func:`neckkit.training.data.open_image_set`.
-    """
-    digest = hashlib.sha256(f"resize={config.resize};crop={config.crop}\0".encode())
-    for path in paths:
-        resolved = Path(path).resolve()
-        try:
-            stat = resolved.stat()
-            facts = f"{stat.st_size}:{stat.st_mtime_ns}"
-        except OSError:
-            facts = "missing"
-        digest.update(f"{resolved}\0{facts}\0".encode("utf-8", "surrogateescape"))
-    return digest.hexdigest()[:16]
-
-
-def default_cache_root() -> Path:
-    """``$NECKKIT_CACHE_DIR/features``, else ``~/.cache/neckkit/features``."""
-    from neckkit.training.zero_shot import cache_dir
-
-    return cache_dir() / "features"
-
-
-def cache_folder_name(key: Mapping[str, Any]) -> str:
-    """The folder name of ``key``: the first 16 hex digits of sha256 of its sorted JSON."""
-    return hashlib.sha256(_key_json(key).encode()).hexdigest()[:16]
-
-
-def _key_json(key: Mapping[str, Any]) -> str:
-    try:
-        return json.dumps(key, sort_keys=True)
-    except (TypeError, ValueError) as error:
-        raise NeckkitError(f"feature cache key is not JSON-able: {error}") from None
 
 
 class FeatureCache(Dataset):

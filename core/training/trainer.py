@@ -1,17 +1,16 @@
-"""The transform-neck trainer, generic over codec and encoder plugins.
+"""The transform-neck trainer, generic over codec and encoder plugins: the training loop.
 
-A run folder holds ``config.yaml`` (the resolved :class:`TrainConfig`), ``metrics.jsonl``,
-``checkpoints/step-XXXXXXXX/`` (every ``checkpoint_every`` steps and at the end), ``best/`` (lowest
-validation objective) and ``summary.json``. Resuming continues from the latest checkpoint exactly:
-the batch of every step and the rate noise are functions of ``(seed, step)``, and the optimiser
-state is restored, so on CPU a resumed run ends with the same weights as an uninterrupted one.
+:class:`Trainer` builds the neck, the optimisers and the training rows (the d1 feature cache or the
+images), then runs the steps of every stage (neck only, then joint for d2/d3). The run folder and
+exact resume are :mod:`neckkit.training.checkpointing`'s, the held-out metrics at every checkpoint
+:mod:`neckkit.training.validation`'s; their names (``TrainParts``, ``CONFIG_FILE``, ...) stay
+importable from here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,45 +24,32 @@ from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 from neckkit.config.train import TrainConfig
 from neckkit.errors import NeckkitError
 from neckkit.files import atomic_path
-from neckkit.interfaces import Codec, VisualEncoder
 from neckkit.loading.weights import seeded_init, state_dict_mismatches
-from neckkit.neck.checkpoint import (
-    CheckpointMeta,
-    ComponentRef,
-    NeckShape,
-    checkpoint_dir_name,
-    latest_checkpoint,
-    load_checkpoint,
-    load_trainer_state,
-    restore_codec_state,
-    save_checkpoint,
-)
 from neckkit.neck.transform import TransformNeck
 from neckkit.training.batches import BatchPlan, PlanSampler, split_rows
+from neckkit.training.checkpointing import (
+    BEST_DIR,
+    CHECKPOINTS_DIR,
+    CONFIG_FILE,
+    KEEP_CHECKPOINTS,
+    SUMMARY_FILE,
+    RunCheckpoints,
+    TrainParts,
+)
 from neckkit.training.data import ImageSet, collate_readable
 from neckkit.training.distributed import World, barrier, mean_across
 from neckkit.training.losses import SurrogateLoss, distillation_loss
 from neckkit.training.metrics_log import MetricsLog
 from neckkit.training.neck_path import NeckPath
 from neckkit.training.scenarios import aux_loss, aux_parameters, codec_trainable, joint_loss, set_codec_training
+from neckkit.training.validation import held_out_metrics, to_device
 
-CONFIG_FILE = "config.yaml"
-SUMMARY_FILE = "summary.json"
-BEST_DIR = "best"
-CHECKPOINTS_DIR = "checkpoints"
-KEEP_CHECKPOINTS = 3  # step checkpoints kept besides best/
+__all__ = [
+    "BEST_DIR", "CHECKPOINTS_DIR", "CONFIG_FILE", "KEEP_CHECKPOINTS", "SUMMARY_FILE",
+    "Echo", "TrainParts", "TrainResult", "Trainer",
+]
 
 Echo = Callable[[str], None]
-
-
-@dataclass
-class TrainParts:
-    """The built components and how to rebuild them (recorded in every checkpoint)."""
-
-    codec: Codec
-    encoder: VisualEncoder
-    codec_ref: ComponentRef
-    encoder_ref: ComponentRef
 
 
 @dataclass
@@ -78,10 +64,6 @@ class TrainResult:
 def _collate_images(items: list[Any]) -> dict[str, Tensor]:
     images, labels, skipped = collate_readable(items)
     return {"images": images, "label": labels, "skipped": torch.tensor(skipped)}
-
-
-def _to(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
-    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
 
 
 def _value(tensor: Tensor) -> float:
@@ -147,6 +129,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
         self.best: dict[str, Any] = {}
         self.cache_info: dict[str, Any] = {}
+        self.checkpoints = RunCheckpoints(self.run_dir, config, parts, self.world)
 
     # -- set-up ----------------------------------------------------------------------------------
     @property
@@ -211,73 +194,18 @@ class Trainer:
         classifier = encoder.text_classifier(data.class_names, openai_templates())
         self.classifier = classifier.to(self.device)
 
-    # -- checkpoints -----------------------------------------------------------------------------
-    def _meta(self, step: int, metrics: dict[str, float]) -> CheckpointMeta:
-        codec_ref = self.parts.codec_ref
-        if self.config.scenario != "d1":  # the codec trains too: record the weights the neck now reads
-            from neckkit.bitstream.container import codec_fingerprint
-
-            codec_ref = codec_ref.model_copy(update={"fingerprint": codec_fingerprint(self.parts.codec)})
-        return CheckpointMeta(
-            codec=codec_ref,
-            encoder=self.parts.encoder_ref,
-            entry_layer=self.config.neck.entry_layer,
-            neck=NeckShape.of_neck(self.neck),
-            scenario=self.config.scenario,
-            rate_lambda=self.config.rate_lambda if self.config.scenario != "d1" else None,
-            step=step,
-            epoch=self.config.epoch_of(step),
-            metrics=metrics,
-            config=self.config.model_dump(mode="json"),
-        )
-
-    def _states(self) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
-        neck_state = {k: v.detach().cpu() for k, v in self.neck.state_dict().items()}
-        codec_state = None
-        if self.config.scenario != "d1":
-            codec_state = {k: v.detach().cpu() for k, v in self.parts.codec.state_dict().items()}
-        return neck_state, codec_state
-
+    # -- checkpoints (neckkit.training.checkpointing) ---------------------------------------------
     def _save(self, step: int, metrics: dict[str, float]) -> None:
-        if not self.world.is_main:
-            return
-        neck_state, codec_state = self._states()
-        trainer_state = {
-            "step": step,
-            "optimizer": self.optimizer.state_dict(),
-            "aux_optimizer": self.aux_optimizer.state_dict() if self.aux_optimizer else None,
-            "scaler": self.scaler.state_dict(),
-            "best": dict(self.best),
-        }
-        folder = self.run_dir / CHECKPOINTS_DIR
-        save_checkpoint(folder / checkpoint_dir_name(step), self._meta(step, metrics), neck_state, codec_state, trainer_state)
-        steps = sorted(p for p in folder.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))
-        for old in steps[:-KEEP_CHECKPOINTS]:
-            shutil.rmtree(old, ignore_errors=True)
+        self.checkpoints.save(step, metrics, self.neck, self.optimizer, self.aux_optimizer, self.scaler, self.best)
 
     def _save_best(self, step: int, metrics: dict[str, float]) -> None:
-        if self.world.is_main:
-            neck_state, codec_state = self._states()
-            save_checkpoint(self.run_dir / BEST_DIR, self._meta(step, metrics), neck_state, codec_state)
+        self.checkpoints.save_best(step, metrics, self.neck)
 
     def _restore(self) -> int:
         """Load the latest checkpoint of the run; returns the step to continue from."""
-        latest = latest_checkpoint(self.run_dir)
-        if latest is None:
-            raise NeckkitError(f"--resume: {self.run_dir} holds no checkpoint to resume from")
-        checkpoint = load_checkpoint(latest)
-        self.neck.load_state_dict(checkpoint.neck_state)
-        restore_codec_state(self.parts.codec, checkpoint)
-        state = load_trainer_state(latest)
-        if state is None:
-            raise NeckkitError(f"--resume: {latest} has no trainer state (trainer.pt)")
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.aux_optimizer is not None and state.get("aux_optimizer"):
-            self.aux_optimizer.load_state_dict(state["aux_optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.best = dict(state.get("best") or {})
-        self.echo(f"Resuming {self.run_dir} from step {state['step']}")
-        return int(state["step"])
+        step, self.best = self.checkpoints.restore(self.neck, self.optimizer, self.aux_optimizer, self.scaler)
+        self.echo(f"Resuming {self.run_dir} from step {step}")
+        return step
 
     # -- one step --------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -336,42 +264,12 @@ class Trainer:
         logs["lr"] = lr
         return logs
 
-    # -- validation ------------------------------------------------------------------------------
-    @torch.no_grad()
+    # -- validation (neckkit.training.validation) ------------------------------------------------
     def validate(self, rows: Dataset, collate: Callable[[list[Any]], dict[str, Tensor]], joint: bool) -> dict[str, float]:
         """Held-out distillation error of the neck and of the Reconstruction baseline, and the rate."""
-        self.path.eval()
-        set_codec_training(self.parts.codec, self.config, joint=False)
-        sums: dict[str, float] = {}
-        count = 0
-        loader = DataLoader(rows, batch_size=self.config.optim.batch_size, collate_fn=collate)
-        for batch in loader:
-            batch = _to(batch, self.device)
-            if batch["label"].numel() == 0:
-                continue
-            with self._autocast():
-                out = self.path(batch, with_image=self.config.scenario == "d2")
-                if "images" in batch:
-                    y_hat, _, padding = self.path.analyze(batch["images"])
-                else:
-                    y_hat, padding = batch["y_hat"], None
-                baseline = self.path.reconstruction(y_hat, padding).float()
-            _, logs = self._losses(out, batch["label"], self.config.epochs - 1, joint)
-            n = int(batch["label"].numel())
-            teacher = out["teacher"].float()
-            logs["reconstruction_distillation"] = float(distillation_loss(baseline, teacher))
-            logs["cosine"] = float(torch.nn.functional.cosine_similarity(out["student"].float(), teacher).mean())
-            for key, value in logs.items():
-                sums[key] = sums.get(key, 0.0) + value * n
-            count += n
-        self.path.train()
-        self.parts.encoder.eval()
-        set_codec_training(self.parts.codec, self.config, joint=joint)
-        if not count:
-            return {}
-        metrics = {key: value / count for key, value in sums.items()}
-        metrics["objective"] = metrics["loss"] if joint else metrics["distillation"]
-        return metrics
+        return held_out_metrics(
+            self.path, self.config, rows, collate, joint, device=self.device, autocast=self._autocast, losses=self._losses
+        )
 
     # -- the loop --------------------------------------------------------------------------------
     def _model(self, joint: bool) -> torch.nn.Module:
@@ -422,7 +320,7 @@ class Trainer:
                 )
                 tick = time.perf_counter()
                 for batch in loader:
-                    logs = self._step(model, _to(batch, self.device), step, joint)
+                    logs = self._step(model, to_device(batch, self.device), step, joint)
                     step += 1
                     steps_done += 1
                     images_seen += config.optim.batch_size

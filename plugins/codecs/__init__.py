@@ -1,19 +1,19 @@
 """Built-in codec plugin: registers every codec in this package.
 
-``compressai_codecs``: ELIC (CompressAI's ``Elic2022Chandelier``, the re-implementation the paper
+``elic``: ELIC (CompressAI's ``Elic2022Chandelier``, the re-implementation the paper
 used, or ``Elic2022Official``) and CompressAI zoo models; ``tic``: TIC's hyperprior variant on
 Swin-transformer stages. The factories are lazy, so listing codecs never imports torch.
 """
 
 from __future__ import annotations
 
-from neckkit.host.hookspecs import hookimpl
-from neckkit.host.registry import RegisterCallback, lazy_factory
+from neckkit.plugin_api import RegisterCallback, hookimpl, lazy_factory
 
 TINY_HELP = "tiny widths, random init (tests, quick start)"
 WEIGHTS_HELP = "CompressAI-style state dict file (.pth/.pth.tar; wrapped or module.-prefixed is fine)"
 RANDOM_HELP = "real-size architecture, random weights"
-SEED_HELP = "seed of the random init for tiny / random_init (default 0)"
+# Every built-in codec names its synthesis transform (Codec.synthesis_modules), so all train d1, d2 and d3.
+SCENARIOS = ("d1", "d2", "d3")
 ZOO = {
     # name: (description, qualities with CompressAI pretrained weights)
     "bmshj2018-hyperprior": ("Ballé et al. 2018 scale hyperprior (CompressAI zoo)", tuple(range(1, 9))),
@@ -26,15 +26,16 @@ ZOO = {
 def register_codecs(register: RegisterCallback) -> None:
     register(
         "elic",
-        lazy_factory("neckkit.plugins.codecs.compressai_codecs:build_elic"),
+        lazy_factory("neckkit.plugins.codecs.elic:build_elic"),
         description="ELIC (He et al. 2022), CompressAI's Elic2022Chandelier as in the paper; N=192, M=320",
         tiny=True,
+        tiny_weights=True,  # weights=<file> with tiny=True: a tiny ELIC trained elsewhere
+        scenarios=SCENARIOS,
         options={
             "weights": WEIGHTS_HELP + "; the paper's released d1/d2/d3 files are read too",
             "variant": "chandelier (default, the paper's) or official (Elic2022Official)",
-            "tiny": TINY_HELP,
+            "tiny": TINY_HELP + "; with weights, loads them into the tiny model",
             "random_init": RANDOM_HELP,
-            "seed": SEED_HELP,
         },
     )
     register(
@@ -43,6 +44,7 @@ def register_codecs(register: RegisterCallback) -> None:
         description="TIC hyperprior (Lu et al. 2022, TransTIC's TIC_hp): Swin stages, N=128, M=192",
         tiny=True,
         qualities=(1, 2, 3, 4),
+        scenarios=SCENARIOS,
         options={
             "weights": "TransTIC base_codec_<q>.pth.tar or another TIC_hp state dict file",
             "quality": "1-4: which TransTIC base codec the weights file is (for messages and metadata)",
@@ -53,15 +55,17 @@ def register_codecs(register: RegisterCallback) -> None:
     for name, (description, qualities) in ZOO.items():
         register(
             name,
-            lazy_factory("neckkit.plugins.codecs.compressai_codecs:build_zoo", model=name),
+            lazy_factory("neckkit.plugins.codecs.zoo:build_zoo", model=name),
             description=description,
             tiny=True,
+            tiny_weights=True,  # weights=<file> with tiny=True: a tiny zoo model trained elsewhere
             qualities=qualities,
+            scenarios=SCENARIOS,
             options={
-                "quality": "CompressAI pretrained weights (downloaded into the torch hub cache)",
+                "quality": "CompressAI pretrained weights (downloaded into the torch hub cache); with random_init, "
+                "that quality's architecture",
                 "weights": WEIGHTS_HELP,
-                "tiny": TINY_HELP,
-                "random_init": RANDOM_HELP,
-                "seed": SEED_HELP,
+                "tiny": TINY_HELP + "; with weights, loads them into the tiny model",
+                "random_init": RANDOM_HELP + " (the highest quality's sizes unless quality is given)",
             },
         )

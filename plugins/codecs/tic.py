@@ -48,10 +48,15 @@ from timm.models.swin_transformer import SwinTransformerBlock
 from torch import Tensor, nn
 
 from neckkit.config import TicConfig
-from neckkit.errors import NeckkitError
-from neckkit.interfaces import Analysis, Codec, LatentPayload
-from neckkit.loading.codec_weights import CODER_TABLES, extract_state_dict, load_codec_state, read_checkpoint
-from neckkit.loading.weights import seeded_init
+from neckkit.plugin_api import (
+    CODER_TABLES,
+    Analysis,
+    Codec,
+    LatentPayload,
+    NeckkitError,
+    load_codec_state,
+    read_state_dict,
+)
 
 __all__ = [
     "CONSTRUCTION_RESOLUTION",
@@ -444,8 +449,8 @@ def build_tic(
             CompressAI-style file: ``{"state_dict": ...}`` wrapped, ``module.``-prefixed, legacy
             EntropyBottleneck names, with or without entropy-coder tables); read safely.
         quality: 1-4, which TransTIC base codec ``weights`` is (recorded; no weights download).
-        tiny: tiny widths and windows, seeded random weights (tests, quick starts).
-        random_init: the real-size architecture with seeded random weights.
+        tiny: tiny widths and windows, random weights (tests, quick starts).
+        random_init: the real-size architecture with random weights.
     """
     if quality is not None and quality not in QUALITIES:
         raise NeckkitError(f"TIC quality must be one of {', '.join(map(str, QUALITIES))}, got {quality}")
@@ -462,11 +467,11 @@ def build_tic(
                 "TIC needs weights: pass a TransTIC base_codec_<q>.pth.tar file (release v1.0 of NYCU-MAPL/TransTIC) "
                 "with --codec-weights, or choose tiny (tiny random model) or random_init (real size, random weights)"
             )
-    with seeded_init(0):
-        model = TICModel(TINY_CONFIG, resolution=TINY_RESOLUTION) if tiny else TICModel()
+    # Random init draws from the RNG that neckkit seeds around every build (seeded_init(seed)).
+    model = TICModel(TINY_CONFIG, resolution=TINY_RESOLUTION) if tiny else TICModel()
     if weights is not None:
         source = str(weights)
-        state = extract_state_dict(read_checkpoint(weights), source=source)
+        state = read_state_dict(weights, source=source)
         load_codec_state(model, state, source, recomputed=RECOMPUTED_BUFFERS)
     codec = TicCodec(model, quality=quality)
     codec.update_tables()

@@ -8,8 +8,7 @@ are lazy, so ``neckkit list-plugins`` lists them without importing torch or tran
 
 from __future__ import annotations
 
-from neckkit.host.hookspecs import hookimpl
-from neckkit.host.registry import RegisterCallback, lazy_factory
+from neckkit.plugin_api import RegisterCallback, hookimpl, lazy_factory
 
 ENTRY_LAYER_HELP = "block where neck tokens enter (default 2)"
 TINY_HELP = "tiny widths, random init (tests, quick start)"
@@ -63,6 +62,7 @@ def register_encoders(register: RegisterCallback) -> None:
         lazy_factory("neckkit.plugins.encoders.openclip:build_eva02_l"),
         description="EVA02-CLIP ViT-L/14 at 224 px (open_clip, timm EVA trunk), with text tower",
         tiny=True,
+        tiny_weights=True,  # pretrained=<file> with tiny=True: a tiny tower trained elsewhere
         pretrained=("merged2b_s4b_b131k",),
         options={"pretrained": "open_clip tag or local checkpoint file (default merged2b_s4b_b131k)", **open_clip_options},
     )
@@ -71,6 +71,7 @@ def register_encoders(register: RegisterCallback) -> None:
         lazy_factory("neckkit.plugins.encoders.openclip:build_openclip"),
         description="Any open_clip ViT or EVA by model name and pretrained tag, with text tower",
         tiny=True,
+        tiny_weights=True,
         options={
             "model": "open_clip model name, e.g. ViT-B-16 (required)",
             "pretrained": "open_clip tag (e.g. laion2b_s34b_b88k) or local checkpoint file",

@@ -17,19 +17,23 @@ random weights.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from neckkit.errors import NeckkitError
-from neckkit.host.registry import random_weights
-from neckkit.interfaces import VisualEncoder
-from neckkit.interfaces.preprocess import OPENAI_MEAN, OPENAI_STD, resize_square_normalize
-from neckkit.loading.hub import WeightsSource, Wording
-from neckkit.loading.weights import seeded_init, state_dict_mismatches
+from neckkit.plugin_api import (
+    OPENAI_MEAN,
+    OPENAI_STD,
+    NeckkitError,
+    VisualEncoder,
+    WeightsSource,
+    Wording,
+    random_weights,
+    resize_square_normalize,
+    state_dict_mismatches,
+)
 
 HUB_ID = "Salesforce/blip2-opt-2.7b"
 VISION_PREFIX = "vision_model."  # prefix of the vision tensors in a full BLIP-2 checkpoint
@@ -225,8 +229,7 @@ def build_blip2_vision(weights: str | None = None, tiny: bool = False, random_in
     from transformers import Blip2VisionModel
 
     if random_weights(weights, tiny, random_init):
-        with seeded_init() if tiny else contextlib.nullcontext():
-            model = Blip2VisionModel(blip2_vision_config(tiny=tiny))
+        model = Blip2VisionModel(blip2_vision_config(tiny=tiny))  # under neckkit's seeded_init(seed)
     else:
         model = load_blip2_vision(weights or HUB_ID)
     return Blip2Encoder(model, entry_layer=entry_layer)

@@ -7,7 +7,6 @@ same classes with tiny widths; ``random_init=True`` the real-size architecture w
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 from dataclasses import dataclass
@@ -16,12 +15,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from neckkit.errors import NeckkitError
-from neckkit.host.registry import random_weights
-from neckkit.interfaces import VisualEncoder
-from neckkit.interfaces.preprocess import OPENAI_MEAN, OPENAI_STD, resize_center_crop_normalize
-from neckkit.loading.hub import hub_location, hub_offline
-from neckkit.loading.weights import seeded_init
+from neckkit.loading.hub import hub_location
+from neckkit.plugin_api import (
+    OPENAI_MEAN,
+    OPENAI_STD,
+    NeckkitError,
+    VisualEncoder,
+    hub_offline,
+    random_weights,
+    resize_center_crop_normalize,
+)
 
 
 @dataclass(frozen=True)
@@ -178,8 +181,7 @@ def build_clip(
 
     spec = VARIANTS[variant]
     if random_weights(weights, tiny, random_init):
-        with seeded_init() if tiny else contextlib.nullcontext():
-            model = CLIPModel(clip_config(spec.image_size, tiny=tiny))
+        model = CLIPModel(clip_config(spec.image_size, tiny=tiny))  # under neckkit's seeded_init(seed)
     else:
         model = load_clip_model(weights or spec.hub_id, spec.image_size)
     return HFClipEncoder(model, entry_layer=entry_layer, double_ln_post=double_ln_post)

@@ -34,11 +34,8 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor, nn
 
-from neckkit.errors import NeckkitError
-from neckkit.interfaces import VisualEncoder
-from neckkit.interfaces.preprocess import resize_center_crop_normalize, resize_square_normalize
 from neckkit.loading.hub import hub_location
-from neckkit.loading.weights import seeded_init
+from neckkit.plugin_api import NeckkitError, VisualEncoder, resize_center_crop_normalize, resize_square_normalize
 
 EVA02_L_MODEL = "EVA02-L-14"
 EVA02_L_PRETRAINED = "merged2b_s4b_b131k"
@@ -231,7 +228,7 @@ def load_openclip_model(
 
     wants_weights = pretrained is not None or (_schema(model) and not (tiny or random_init))
     try:
-        with _shrunk_timm(trunk_kwargs), seeded_init() if tiny else contextlib.nullcontext():
+        with _shrunk_timm(trunk_kwargs):  # random init: under neckkit's seeded_init(seed)
             return open_clip.create_model(
                 model,
                 pretrained=pretrained,

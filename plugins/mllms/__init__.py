@@ -7,8 +7,7 @@ them without importing torch or transformers.
 
 from __future__ import annotations
 
-from neckkit.host.hookspecs import hookimpl
-from neckkit.host.registry import RegisterCallback, lazy_factory
+from neckkit.plugin_api import RegisterCallback, hookimpl, lazy_factory
 
 ENTRY_LAYER_HELP = "vision-encoder block where neck tokens enter (default 2)"
 TINY_HELP = "tiny widths, random init, offline tokenizer (tests, quick start)"

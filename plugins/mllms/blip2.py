@@ -39,11 +39,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from neckkit.errors import NeckkitError, first_line
-from neckkit.host.registry import random_weights
-from neckkit.interfaces import MLLM
-from neckkit.loading.hub import WeightsSource, Wording
-from neckkit.loading.weights import few_names, seeded_init
+from neckkit.errors import first_line
+from neckkit.loading.weights import few_names
+from neckkit.plugin_api import MLLM, NeckkitError, WeightsSource, Wording, random_weights
 from neckkit.plugins.encoders.blip2 import (
     FULL_MODEL_TYPE,
     HUB_ID,
@@ -414,8 +412,9 @@ def build_random(tiny: bool, dtype: Any = None, device_map: Any = None) -> tuple
     """A seeded random BLIP-2 (tiny or real size) whose vision tower is ``eva-g-blip2``'s, and its processor."""
     from transformers import Blip2ForConditionalGeneration
 
-    with seeded_init(0):  # as the eva-g-blip2 factory under neckkit's seeded builds
-        vision = build_blip2_vision(tiny=tiny, random_init=not tiny).model
+    # Under neckkit's seeded_init(seed) the vision tower is drawn first, from the RNG state the
+    # eva-g-blip2 factory starts from, so it equals eva-g-blip2 built with the same seed.
+    vision = build_blip2_vision(tiny=tiny, random_init=not tiny).model
     vision_config = vision.config
     processor = random_processor(TINY_QUERY_TOKENS if tiny else 32, image_size=vision_config.image_size)
     tokenizer = processor.tokenizer
@@ -425,10 +424,9 @@ def build_random(tiny: bool, dtype: Any = None, device_map: Any = None) -> tuple
     )
     if len(tokenizer) > config.text_config.vocab_size:
         raise AssertionError("the byte tokenizer must fit OPT's vocabulary")
-    with seeded_init(1):
-        model = Blip2ForConditionalGeneration(config)
-        # transformers zeroes the query tokens (all 32 queries alike); BLIP-2 (LAVIS) draws them N(0, 0.02).
-        torch.nn.init.normal_(model.query_tokens, mean=0.0, std=RANDOM_INIT_RANGE)
+    model = Blip2ForConditionalGeneration(config)
+    # transformers zeroes the query tokens (all 32 queries alike); BLIP-2 (LAVIS) draws them N(0, 0.02).
+    torch.nn.init.normal_(model.query_tokens, mean=0.0, std=RANDOM_INIT_RANGE)
     model.vision_model.load_state_dict(vision.state_dict(), strict=True)
     del vision
     target = _dtype(dtype)

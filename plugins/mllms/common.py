@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import Tensor
 
-from neckkit.errors import NeckkitError
+from neckkit.plugin_api import NeckkitError
 
 GENERATION_OPTIONS = ("max_new_tokens", "do_sample", "temperature", "top_p", "num_beams")
 

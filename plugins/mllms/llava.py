@@ -27,11 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from neckkit.errors import NeckkitError, first_line
-from neckkit.host.registry import random_weights
-from neckkit.interfaces import MLLM, VisualEncoder
-from neckkit.loading.hub import WeightsSource, Wording, hub_offline
-from neckkit.loading.weights import seeded_init
+from neckkit.errors import first_line
+from neckkit.plugin_api import MLLM, NeckkitError, VisualEncoder, WeightsSource, Wording, hub_offline, random_weights
 from neckkit.plugins.encoders.clip import HFClipEncoder
 from neckkit.plugins.mllms.common import GENERATION_OPTIONS, generation_settings, pair_prompts, repeat_batch
 from neckkit.plugins.mllms.tokenizer import IMAGE_TOKEN, byte_level_tokenizer
@@ -175,7 +172,7 @@ def offline_processor(image_size: int = 336, patch_size: int = 14) -> Any:
     """``LlavaProcessor``: the offline tokenizer, a CLIP image processor (``image_size``), the chat template."""
     from transformers import CLIPImageProcessor, LlavaProcessor
 
-    from neckkit.interfaces.preprocess import OPENAI_MEAN, OPENAI_STD
+    from neckkit.plugin_api import OPENAI_MEAN, OPENAI_STD
 
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": image_size},
@@ -265,7 +262,11 @@ def check_vision_tower(config: Any, where: str) -> None:
 
 
 def build_tiny_llava() -> tuple[Any, Any]:
-    """Tiny LLaVA: the tiny ``clip-l-336`` vision tower (same weights), a tiny Llama, seeded."""
+    """Tiny LLaVA: the tiny ``clip-l-336`` vision tower (same weights), a tiny Llama.
+
+    Built under neckkit's ``seeded_init(seed)``: the vision tower is drawn first, from the same RNG
+    state as the ``clip-l-336`` factory starts from, so its weights equal ``clip-l-336 --tiny``'s.
+    """
     from transformers import LlavaConfig, LlavaForConditionalGeneration
 
     from neckkit.plugins.encoders.clip import build_clip
@@ -283,8 +284,7 @@ def build_tiny_llava() -> tuple[Any, Any]:
         vision_feature_select_strategy="default",
         image_seq_length=(vision.image_size // vision.patch_size) ** 2,
     )
-    with seeded_init():
-        model = LlavaForConditionalGeneration(config)
+    model = LlavaForConditionalGeneration(config)
     model.model.vision_tower.load_state_dict(clip.model.vision_model.state_dict(), strict=True)
     return model, processor
 

@@ -1,13 +1,20 @@
-"""A toy codec: two strided convolutions and CompressAI's factorized entropy model."""
+"""A toy codec: two strided convolutions and CompressAI's factorized entropy model.
+
+:func:`build_codec` is the ``toy-codec`` factory: tiny or real-size random weights, or a state-dict
+file read with :func:`neckkit.plugin_api.load_state_dict` (``weights_only``, keys cleaned, one-line
+mismatch errors). neckkit seeds every build (``seeded_init(seed)``), so random weights are reproducible.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from compressai.entropy_models import EntropyBottleneck
 from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
-from neckkit import Analysis, Codec, LatentPayload
+from neckkit.plugin_api import CODER_TABLES, Analysis, Codec, LatentPayload, NeckkitError, load_state_dict
 
 
 class ToyCodec(Codec):
@@ -42,6 +49,9 @@ class ToyCodec(Codec):
     def synthesize(self, y_hat: Tensor) -> Tensor:
         return self.g_s(y_hat).clamp(0, 1)  # [B, 3, H, W]
 
+    def synthesis_modules(self) -> list[nn.Module]:
+        return [self.g_s]  # scenario d3 freezes the decoder side and trains g_a for machines only
+
     @torch.no_grad()
     def compress(self, x: Tensor) -> LatentPayload:
         self.entropy_bottleneck.update()  # builds the coder's tables once; a no-op afterwards
@@ -52,3 +62,25 @@ class ToyCodec(Codec):
     def decompress_latent(self, payload: LatentPayload) -> Tensor:
         self.entropy_bottleneck.update()
         return self.entropy_bottleneck.decompress(payload.strings[0], payload.shape)
+
+
+def _is_coder_table(key: str) -> bool:
+    """Entropy-coder tables: rebuilt from the weights by ``update()``, so a file's may be absent or of any size."""
+    return key.rsplit(".", 1)[-1] in CODER_TABLES
+
+
+def build_codec(
+    channels: int = 8, tiny: bool = False, random_init: bool = False, weights: str | Path | None = None
+) -> ToyCodec:
+    """The ``toy-codec`` factory. The toy has no published weights, so one of the three is required.
+
+    ``tiny``: the small transforms (with ``weights``, a tiny model trained elsewhere); ``random_init``:
+    the real-size transforms, random weights; ``weights``: a state-dict file of this codec, e.g. the
+    ``codec.pt`` of a d2 or d3 training run.
+    """
+    if not (tiny or random_init or weights is not None):
+        raise NeckkitError("toy-codec has no published weights: pass weights=<file>, tiny=True or random_init=True")
+    codec = ToyCodec(channels=channels, tiny=tiny)
+    if weights is not None:
+        load_state_dict(codec, weights, skip=_is_coder_table)
+    return codec

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from neckkit import NeckkitError, VisualEncoder
+from neckkit.plugin_api import NeckkitError, VisualEncoder
 
 
 class ToyViT(VisualEncoder):

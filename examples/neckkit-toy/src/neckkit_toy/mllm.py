@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from neckkit import MLLM, NeckkitError, VisualEncoder
+from neckkit.plugin_api import MLLM, NeckkitError, VisualEncoder
 from neckkit_toy.encoder import ToyViT
 
 VOCABULARY = ("a", "photo", "of", "cat", "dog", "red", "blue", "small", "large", "scene", "object", ".")

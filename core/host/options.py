@@ -1,0 +1,242 @@
+"""The factory-option contract: which options a component factory receives, and which combinations are legal.
+
+Every command maps its flags to the same standard option names (:data:`STANDARD_OPTIONS`); the core
+checks them against what the component registered (:func:`check_options`) *before* its factory runs,
+then builds it under :func:`neckkit.loading.weights.seeded_init` with the ``seed`` option, which the
+factory never receives (:func:`build`). Each refusal is one :class:`NeckkitError` line naming the
+component's kind, name and plugin, e.g.
+``codec 'tic' (plugin 'neckkit.plugins.codecs'): --tiny and --random-init exclude each other``.
+
+Rules (:data:`RULES` states them as text, for docs and ``neckkit list-plugins``):
+
+- ``tiny`` + ``random_init``: refused; ``random_init`` + ``weights``: refused;
+- ``tiny`` + ``weights``: refused unless the component registered ``tiny_weights=True``;
+- ``tiny`` + ``quality``: refused (every quality would be the same random model);
+- ``quality`` not among the registered ``qualities`` (when some are registered): refused;
+- ``seed`` without ``tiny`` or ``random_init``: refused;
+- an option the component did not declare: refused, listing what it accepts (``tiny`` is declared by
+  ``tiny=True``, ``seed`` is always accepted). Options declared by a pydantic model are validated and
+  converted; only the options given reach the factory.
+- a factory raising anything but a :class:`NeckkitError` becomes
+  ``codec 'x' (plugin 'p') failed to build: RuntimeError: ...``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ValidationError
+
+from neckkit.errors import NeckkitError
+
+if TYPE_CHECKING:
+    from neckkit.host.manager import PluginHost
+    from neckkit.host.registry import Component, ComponentInfo, ComponentKind
+
+__all__ = [
+    "CORE_OPTIONS",
+    "DEFAULT_SEED",
+    "RULES",
+    "STANDARD_OPTIONS",
+    "StandardOption",
+    "accepted_options",
+    "build",
+    "build_component",
+    "check_component_options",
+    "check_options",
+    "component_label",
+    "option_help",
+]
+
+DEFAULT_SEED = 0
+
+
+@dataclass(frozen=True)
+class StandardOption:
+    """One standard factory option: its name, type, meaning, who handles it and the flag commands map to it."""
+
+    name: str
+    type: type
+    meaning: str
+    handled_by: Literal["factory", "core"]
+    flag: str  # "{kind}" stands for codec / encoder / mllm
+
+
+STANDARD_OPTIONS: tuple[StandardOption, ...] = (
+    StandardOption("tiny", bool, "tiny widths, random init (tests, quick start); allowed when register(..., tiny=True)",
+                   "factory", "--tiny"),
+    StandardOption("random_init", bool, "real-size architecture, random weights (declare it in options)",
+                   "factory", "--random-init"),
+    StandardOption("weights", str, "local file or folder, or hub id, of the weights to load (declare it in options)",
+                   "factory", "--{kind}-weights"),
+    StandardOption("quality", int, "codec quality level: its pretrained weights, or which level a weights file is "
+                   "(declare it in options)", "factory", "--quality"),
+    StandardOption("seed", int, f"seed of the random init (default {DEFAULT_SEED}); the core builds every factory "
+                   "under seeded_init(seed) and never passes it on", "core", "--{kind}-opt seed=N"),
+)
+STANDARD_BY_NAME: dict[str, StandardOption] = {option.name: option for option in STANDARD_OPTIONS}
+# Options the core consumes itself: accepted from every component, never passed to a factory.
+CORE_OPTIONS: frozenset[str] = frozenset(o.name for o in STANDARD_OPTIONS if o.handled_by == "core")
+
+RULES: tuple[str, ...] = (
+    "tiny and random_init exclude each other",
+    "random_init and weights exclude each other",
+    "tiny and weights exclude each other unless the component registered tiny_weights=True",
+    "tiny and quality exclude each other (every quality would be the same random model)",
+    "quality must be one of the registered qualities, when the component registers some",
+    "seed needs tiny or random_init",
+    "an option the component did not declare is refused (tiny is declared by tiny=True; seed is always accepted)",
+    "a factory raising anything but NeckkitError fails as '<kind> <name> (plugin <p>) failed to build: <Type>: <msg>'",
+)
+
+
+def component_label(component: Component) -> str:
+    """``codec 'tic' (plugin 'neckkit.plugins.codecs')``: how every refusal names a component."""
+    return f"{component.kind} {component.name!r} (plugin {component.plugin!r})"
+
+
+def _flag(name: str, kind: str) -> str:
+    standard = STANDARD_BY_NAME.get(name)
+    return standard.flag.format(kind=kind) if standard is not None else name
+
+
+def _given(options: Mapping[str, Any], name: str) -> bool:
+    """Whether a standard option is set: a true flag, or any value but ``None``."""
+    value = options.get(name)
+    return value is not None and value is not False
+
+
+def _options_model(info: ComponentInfo) -> type[BaseModel] | None:
+    return info.options if isinstance(info.options, type) else None
+
+
+def option_help(info: ComponentInfo) -> dict[str, str]:
+    """Declared option -> one-line help, from a dict or from a pydantic model's field descriptions."""
+    model = _options_model(info)
+    if model is None:
+        helps = dict(info.options)  # type: ignore[arg-type]
+    else:
+        helps = {name: field.description or "" for name, field in model.model_fields.items()}
+    if info.tiny and "tiny" not in helps:
+        helps["tiny"] = STANDARD_BY_NAME["tiny"].meaning.split(";")[0]
+    return dict(sorted(helps.items()))
+
+
+def accepted_options(info: ComponentInfo) -> list[str]:
+    """The option names a factory accepts: the declared ones, ``tiny`` when ``tiny=True``, and ``seed``."""
+    return sorted({*option_help(info), *CORE_OPTIONS})
+
+
+def _refuse(component: Component, reason: str) -> NeckkitError:
+    return NeckkitError(f"{component_label(component)}: {reason}")
+
+
+def _check_combinations(component: Component, options: Mapping[str, Any]) -> None:
+    info, kind = component.info, component.kind
+    tiny, random_init = _given(options, "tiny"), _given(options, "random_init")
+    weights, quality, seed = (_given(options, name) for name in ("weights", "quality", "seed"))
+    if tiny and random_init:
+        raise _refuse(component, "--tiny and --random-init exclude each other")
+    if random_init and weights:
+        raise _refuse(component, f"--random-init and {_flag('weights', kind)} exclude each other")
+    if tiny and weights and not info.tiny_weights:
+        raise _refuse(
+            component,
+            f"--tiny and {_flag('weights', kind)} exclude each other (its tiny architecture loads no weights)",
+        )
+    if tiny and quality:
+        raise _refuse(
+            component, "--tiny and --quality exclude each other (a tiny model is the same random model at every quality)"
+        )
+    if quality and info.qualities and options["quality"] not in info.qualities:
+        known = ", ".join(str(q) for q in info.qualities)
+        raise _refuse(component, f"no quality {options['quality']!r} (qualities with known weights: {known})")
+    if seed and not (tiny or random_init):
+        raise _refuse(component, "seed seeds a random init: pass it with --tiny or --random-init")
+
+
+def check_options(component: Component, options: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+    """Check ``options`` against the contract before the factory runs.
+
+    Returns the options the factory receives (validated and converted when the component declared a
+    pydantic model; standard options left unset, ``None`` or ``False``, are dropped) and the seed of the
+    random init. Raises one :class:`NeckkitError` line naming the component and its plugin.
+    """
+    info = component.info
+    given = {
+        key: value for key, value in options.items() if not (key in STANDARD_BY_NAME and not _given(options, key))
+    }
+    accepted = accepted_options(info)
+    unknown = sorted(key for key in given if key not in accepted)
+    if unknown:
+        plural = "s" if len(unknown) > 1 else ""
+        names = ", ".join(repr(key) for key in unknown)
+        raise NeckkitError(
+            f"{component_label(component)} does not accept option{plural} {names} (accepts: {', '.join(accepted)})"
+        )
+    seed = given.pop("seed", None)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise _refuse(component, f"seed must be an integer, got {seed!r}")
+    _check_combinations(component, {**given, "seed": seed})
+    model = _options_model(info)
+    if model is not None:
+        passed_through = {key: given.pop(key) for key in list(given) if key not in model.model_fields}  # tiny
+        try:
+            validated = model(**given)
+        except ValidationError as error:
+            raise _refuse(component, f"invalid options: {_describe(error)}") from None
+        given = {name: getattr(validated, name) for name in validated.model_fields_set} | passed_through
+    return given, DEFAULT_SEED if seed is None else seed
+
+
+def _describe(error: ValidationError) -> str:
+    from neckkit.host.registry import describe_validation_error
+
+    return describe_validation_error(error)
+
+
+def build(component: Component, options: Mapping[str, Any]) -> Any:
+    """Check ``options``, then run the factory under ``seeded_init(seed)``; one-line errors name the component."""
+    from neckkit.loading.weights import seeded_init
+
+    factory_options, seed = check_options(component, options)
+    try:
+        with seeded_init(seed):
+            return component.factory(**factory_options)
+    except NeckkitError:
+        raise
+    except Exception as error:  # a plugin's bug or an unhonoured option: say whose
+        text = " ".join(str(error).split())
+        detail = f"{type(error).__name__}: {text}" if text else type(error).__name__
+        raise NeckkitError(f"{component_label(component)} failed to build: {detail}") from error
+
+
+def check_component_options(host: PluginHost, kind: ComponentKind, name: str, options: Mapping[str, Any]) -> None:
+    """Refuse illegal ``options`` for a registered component without building it (fail before slow work)."""
+    check_options(host.components(kind).get(name), options)
+
+
+def build_component(
+    host: PluginHost,
+    kind: ComponentKind,
+    name: str,
+    options: Mapping[str, Any],
+    *,
+    weights: str | None = None,
+) -> tuple[str, Any]:
+    """The component's canonical name and the object its factory built under the contract.
+
+    Random initialisation is seeded (``seed``, default 0), so a ``--random-init`` codec used by
+    ``compress`` and by ``decompress`` (or a tiny one used by ``train`` and by ``ask``) has the same
+    weights and fingerprint. ``weights`` (a file or hub id) replaces the random-init options in
+    ``options``, as when rebuilding a component recorded in a checkpoint or ``.nk`` header; ``tiny``
+    stays when the component registered ``tiny_weights``.
+    """
+    from neckkit.host.registry import with_weights
+
+    component = host.components(kind).get(name)
+    if weights is not None:
+        options = with_weights(options, weights, tiny_weights=component.info.tiny_weights)
+    return component.name, component.build(**options)

@@ -1,0 +1,315 @@
+"""The served path as one object: load a neck, its codec and an MLLM once, then answer many requests.
+
+``.nk`` bitstream -> entropy decoding (the codec's ``decompress_latent``) -> ``y_hat`` -> the neck ->
+tokens entering the MLLM's encoder at ``entry_layer`` -> the LLM -> answers; no image is reconstructed.
+``neckkit ask`` is one :meth:`Answerer.answer` call; a server keeps one :class:`Answerer` and hands it
+batches (:meth:`Answerer.answer_batch`).
+
+Thread-safety: after :meth:`Answerer.load` returns, :meth:`~Answerer.answer` and
+:meth:`~Answerer.answer_batch` may be called from any number of threads at once. Reading,
+compressing and entropy decoding run concurrently (a batch's requests in the answerer's thread
+pool); the neck and MLLM calls are serialised by one lock, since one forward pass at a time uses
+the accelerator best and ``generate`` is not documented as re-entrant. :meth:`~Answerer.close`
+must not overlap other calls.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from neckkit.bitstream import NkFile, bpp, check_codec, codec_fingerprint, decode_nk, read_nk
+from neckkit.bitstream.images import load_image
+from neckkit.bitstream.padding import pad_to_multiple
+from neckkit.errors import NeckkitError
+from neckkit.host.manager import PluginHost
+from neckkit.host.options import build_component
+from neckkit.interfaces import MLLM, Codec
+from neckkit.neck.checkpoint import Checkpoint, build_neck, load_checkpoint
+from neckkit.neck.transform import TransformNeck
+from neckkit.serving.machine_path import SynthesisCounter, check_mllm, check_nk_codec, codec_for_checkpoint
+from neckkit.serving.requests import AskRequest, AskResult, is_nk_path
+from neckkit.serving.stopwatch import Stopwatch
+
+__all__ = ["Answerer"]
+
+
+@dataclass
+class _Prepared:
+    """A request after reading and entropy decoding: what the neck or the encoder takes next."""
+
+    request: AskRequest
+    watch: Stopwatch
+    inputs: Tensor  # y_hat [1, C, h, w] (neck path) or pixels [1, 3, S, S] (uncompressed)
+    nk: NkFile | None = None
+    synthesis_calls: int = 0
+    compressed_here: bool = False
+
+    def batch_key(self) -> tuple[Any, ...]:
+        """Requests share one neck and MLLM call when their path, input shape and generation options match."""
+        return (self.request.uncompressed, tuple(self.inputs.shape), self.request.generation_key())
+
+
+class Answerer:
+    """A neck checkpoint, its codec and an MLLM, loaded once, answering questions about bitstreams.
+
+    Build it with :meth:`load`. ``load_seconds`` holds the load stages (``load_mllm``, ``load_neck``);
+    each result's ``seconds`` holds its own stages (``read``, ``compress``, ``entropy_decode``,
+    ``neck``, ``mllm``). Without a codec and neck (``machine_path=False``) it serves the
+    uncompressed baseline only.
+    """
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        mllm_name: str,
+        mllm: MLLM,
+        *,
+        codec_name: str | None = None,
+        codec: Codec | None = None,
+        neck: TransformNeck | None = None,
+        load_seconds: Mapping[str, float] | None = None,
+        decode_threads: int = 4,
+    ) -> None:
+        check_mllm(checkpoint, mllm_name, mllm)
+        if (codec is None) != (neck is None):
+            raise NeckkitError("an answerer needs both the codec and the neck, or neither (uncompressed only)")
+        self.checkpoint, self.mllm_name, self.mllm = checkpoint, mllm_name, mllm
+        self.codec_name, self.codec, self.neck = codec_name, codec, neck
+        self.codec_fingerprint = codec_fingerprint(codec) if codec is not None else None
+        self.load_seconds = dict(load_seconds or {})
+        self._synthesis = SynthesisCounter(codec) if codec is not None else None
+        self._device = next(neck.parameters()).device if neck is not None else torch.device("cpu")
+        self._pool = ThreadPoolExecutor(max_workers=max(1, decode_threads), thread_name_prefix="neckkit-decode")
+        self._model_lock = threading.Lock()
+        # Codecs build their entropy-coder tables lazily on the first decode: let one thread do it.
+        self._first_decode = threading.Lock()
+        self._decoded_once = False
+
+    @classmethod
+    def load(
+        cls,
+        host: PluginHost,
+        neck: str | os.PathLike[str] | Checkpoint,
+        mllm: str,
+        mllm_options: Mapping[str, Any],
+        *,
+        codec_weights: str | None = None,
+        machine_path: bool = True,
+        device: str | torch.device | None = None,
+        decode_threads: int = 4,
+    ) -> Answerer:
+        """Load everything once, with the checks ``neckkit ask`` makes.
+
+        ``neck``: a checkpoint or run folder. ``mllm_options``: factory options (see
+        ``neckkit.cli.components.component_options``). ``codec_weights``: the codec weights the neck
+        was trained from, when they are not in the checkpoint. ``device``: where the neck runs
+        (default: the device of the MLLM's visual encoder). ``machine_path=False``: no codec and no
+        neck (the uncompressed baseline only). The codec always runs on the CPU.
+        """
+        checkpoint = neck if isinstance(neck, Checkpoint) else load_checkpoint(neck)
+        seconds: dict[str, float] = {}
+        start = time.perf_counter()
+        mllm_name, model = build_component(host, "mllm", mllm, dict(mllm_options))
+        seconds["load_mllm"] = time.perf_counter() - start
+        check_mllm(checkpoint, mllm_name, model)
+        codec_name = codec = neck_module = None
+        if machine_path:
+            codec_name, codec = codec_for_checkpoint(host, checkpoint, codec_weights)
+            start = time.perf_counter()
+            if device is None:
+                device = next(model.visual_encoder.parameters(), torch.empty(0)).device
+            neck_module = build_neck(checkpoint).to(device).eval()
+            seconds["load_neck"] = time.perf_counter() - start
+        return cls(checkpoint, mllm_name, model, codec_name=codec_name, codec=codec, neck=neck_module,
+                   load_seconds=seconds, decode_threads=decode_threads)
+
+    @property
+    def entry_layer(self) -> int:
+        """The encoder block the neck's tokens enter (from the checkpoint)."""
+        return self.checkpoint.meta.entry_layer
+
+    # -- answering ------------------------------------------------------------------------------------
+
+    def answer(self, request: AskRequest) -> AskResult:
+        """One request's answers (a :class:`NeckkitError` for anything wrong with it)."""
+        result = self.answer_batch([request])[0]
+        assert isinstance(result, AskResult)
+        return result
+
+    def answer_batch(
+        self, requests: Sequence[AskRequest], *, return_errors: bool = False
+    ) -> list[AskResult | NeckkitError]:
+        """Answers to several requests, in their order, sharing neck and MLLM calls.
+
+        Reading and entropy decoding run in parallel threads; then the requests whose path, latent
+        (or pixel) shape and generation options match go through the neck, the encoder and the LLM
+        as one batch. Greedy answers equal those of one request at a time. A request's error is its
+        :class:`NeckkitError`: raised (the first, in request order) or, with ``return_errors``, put
+        in its place in the list while the other requests are answered.
+        """
+        requests = list(requests)
+        if len(requests) > 1:
+            prepared: list[_Prepared | NeckkitError] = list(self._pool.map(self._prepare_or_error, requests))
+        else:
+            prepared = [self._prepare_or_error(request) for request in requests]
+        results: list[AskResult | NeckkitError | None] = [
+            item if isinstance(item, NeckkitError) else None for item in prepared
+        ]
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for index, item in enumerate(prepared):
+            if isinstance(item, _Prepared):
+                groups.setdefault(item.batch_key(), []).append(index)
+        for indices in groups.values():
+            members = [prepared[index] for index in indices]
+            try:
+                answered = self._run_batch(members)  # type: ignore[arg-type]
+            except NeckkitError as error:
+                answered = [error] * len(indices)
+            for index, result in zip(indices, answered, strict=True):
+                results[index] = result
+        if not return_errors:
+            for result in results:
+                if isinstance(result, NeckkitError):
+                    raise result
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Stop the decoding threads and remove the codec's hooks."""
+        self._pool.shutdown(wait=True)
+        if self._synthesis is not None:
+            self._synthesis.close()
+
+    def __enter__(self) -> Answerer:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- stage 1, per request (threads): read, compress, entropy-decode ------------------------------
+
+    def _prepare_or_error(self, request: AskRequest) -> _Prepared | NeckkitError:
+        try:
+            with torch.no_grad():  # grad mode is per thread
+                return self._prepare(request)
+        except NeckkitError as error:
+            return error
+
+    def _prepare(self, request: AskRequest) -> _Prepared:
+        watch, shown = Stopwatch(), request.shown_source
+        if request.uncompressed:
+            image = self._read_image(request.source, shown, watch)
+            with watch.stage("mllm"):  # the encoder's own preprocessing, as part of the MLLM stage
+                pixels = self.mllm.visual_encoder.preprocess(image)  # [1, 3, S, S]
+            return _Prepared(request, watch, pixels)
+        if self.codec is None or self._synthesis is None:
+            raise NeckkitError("this answerer was loaded for the uncompressed baseline only (no codec, no neck)")
+        before, compressed_here = self._synthesis.calls, False
+        source = request.source
+        if isinstance(source, (NkFile, bytes, bytearray, memoryview)) or is_nk_path(source):
+            with watch.stage("read"):
+                if isinstance(source, NkFile):
+                    nk = source
+                elif is_nk_path(source):
+                    nk = read_nk(source)
+                else:
+                    nk = decode_nk(bytes(source), source=shown)
+            check_nk_codec(self.checkpoint, nk.codec, shown)
+            check_codec(nk, self.codec_name or "", self.codec_fingerprint or "", source=shown)
+        else:
+            image = self._read_image(source, shown, watch)
+            with watch.stage("compress"):
+                padded, padding = pad_to_multiple(image, self.codec.pad_multiple)
+                payload = self.codec.compress(padded)
+            nk = NkFile.from_payload(payload, codec=self.codec_name or "", fingerprint=self.codec_fingerprint or "",
+                                     original_size=tuple(image.shape[-2:]), padding=padding,
+                                     options=self.checkpoint.meta.codec.options)
+            compressed_here = True
+        with watch.stage("entropy_decode"):
+            y_hat = self._decode(nk, shown)  # [1, C, h, w]
+        return _Prepared(request, watch, y_hat, nk, self._synthesis.calls - before, compressed_here)
+
+    @staticmethod
+    def _read_image(source: Any, shown: str, watch: Stopwatch) -> Tensor:
+        with watch.stage("read"):
+            if isinstance(source, Tensor):
+                image = source.unsqueeze(0) if source.ndim == 3 else source
+                if image.ndim != 4 or image.shape[0] != 1 or image.shape[1] != 3 or not image.is_floating_point():
+                    raise NeckkitError(f"{shown}: an image is a float tensor [1, 3, H, W] in [0, 1], "
+                                       f"got {source.dtype} {list(source.shape)}")
+                return image.float().cpu()
+            if isinstance(source, (str, os.PathLike)):
+                return load_image(source)
+        raise NeckkitError(f"{shown}: the uncompressed baseline needs an image (a file or a tensor), not a bitstream")
+
+    def _decode(self, nk: NkFile, shown: str) -> Tensor:
+        assert self.codec is not None
+        if self._decoded_once:
+            return self._entropy_decode(nk, shown)
+        with self._first_decode:
+            y_hat = self._entropy_decode(nk, shown)
+            self._decoded_once = True
+            return y_hat
+
+    def _entropy_decode(self, nk: NkFile, shown: str) -> Tensor:
+        assert self.codec is not None
+        try:
+            return self.codec.decompress_latent(nk.to_payload())
+        except NeckkitError:
+            raise
+        except Exception as error:  # a damaged stream: the entropy coder's own exception, one line
+            raise NeckkitError(f"{shown}: entropy decoding failed ({type(error).__name__}: {error})") from None
+
+    # -- stage 2, per batch (one at a time): neck, encoder, LLM -----------------------------------------
+
+    def _run_batch(self, members: list[_Prepared]) -> list[AskResult]:
+        counts = [len(member.request.prompts) for member in members]
+        prompts = [prompt for member in members for prompt in member.request.prompts]
+        first = members[0].request
+        repeats = torch.tensor(counts)
+        with self._model_lock, torch.no_grad():
+            start = time.perf_counter()
+            if first.uncompressed:
+                pixels = torch.cat([member.inputs for member in members]).repeat_interleave(repeats, dim=0)
+                neck_seconds = None
+                answers = self.mllm.generate_from_pixels(pixels, prompts, **first.generation)
+            else:
+                assert self.neck is not None
+                y_hat = torch.cat([member.inputs for member in members]).to(self._device)  # [B, C, h, w]
+                tokens = self.neck(y_hat)  # [B, T, width] entering block entry_layer
+                neck_seconds = time.perf_counter() - start
+                tokens = tokens.repeat_interleave(repeats.to(tokens.device), dim=0)  # [sum of prompts, T, width]
+                answers = self.mllm.generate(tokens, prompts, start=self.entry_layer, **first.generation)
+            mllm_seconds = time.perf_counter() - start - (neck_seconds or 0.0)
+        if len(answers) != len(prompts):
+            raise NeckkitError(f"MLLM {self.mllm_name!r} gave {len(answers)} answers to {len(prompts)} prompts")
+        results, offset = [], 0
+        for member, count in zip(members, counts, strict=True):
+            results.append(self._result(member, answers[offset : offset + count], neck_seconds, mllm_seconds,
+                                        len(members)))
+            offset += count
+        return results
+
+    def _result(self, member: _Prepared, answers: list[str], neck_seconds: float | None, mllm_seconds: float,
+                batch_size: int) -> AskResult:
+        seconds = dict(member.watch.seconds)
+        if neck_seconds is not None:
+            seconds["neck"] = neck_seconds
+        seconds["mllm"] = seconds.get("mllm", 0.0) + mllm_seconds
+        request = member.request
+        result = AskResult(source=request.shown_source, mllm=self.mllm_name, prompts=list(request.prompts),
+                           path="uncompressed" if request.uncompressed else "neck", answers=list(answers),
+                           seconds=seconds, compressed_here=member.compressed_here, batch_size=batch_size)
+        if member.nk is not None:
+            rates = bpp(member.nk)
+            result.codec, result.bpp, result.payload_bpp = self.codec_name, rates.file_bpp, rates.payload_bpp
+            result.latent_shape, result.synthesis_calls = list(member.inputs.shape), member.synthesis_calls
+        return result

@@ -1,0 +1,255 @@
+"""``neckkit.plugin_api``: every exported name works as documented (tests/test_meta.py checks each is used here).
+
+Each name of ``plugin_api.__all__`` appears below as ``api.<name>``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from compressai.models import FactorizedPrior
+from torch import nn
+from typer.testing import CliRunner
+
+import neckkit.plugin_api as api
+from conftest import invoke
+from neckkit import errors, interfaces
+from neckkit.host.manager import PluginHost
+from neckkit.neck.checkpoint import read_meta, resolve_checkpoint
+
+
+def test_all_is_sorted_unique_and_every_name_resolves() -> None:
+    assert len(set(api.__all__)) == len(api.__all__)
+    assert api.__all__ == sorted(api.__all__, key=lambda name: (not name.isupper(), name[0].islower(), name))
+    for name in api.__all__:
+        assert getattr(api, name) is not None, name
+    assert set(api.__all__) <= set(dir(api))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        api.nope  # noqa: B018
+
+
+def test_importing_the_api_does_not_import_torch(tmp_path: Path) -> None:
+    code = "import sys, neckkit.plugin_api as api; api.hookimpl; api.lazy_factory; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stdout) == (0, "False\n"), result.stderr
+
+
+def test_interfaces_and_errors_are_the_core_objects() -> None:
+    assert (api.Codec, api.Analysis, api.LatentPayload, api.estimated_bits) == (
+        interfaces.Codec,
+        interfaces.Analysis,
+        interfaces.LatentPayload,
+        interfaces.estimated_bits,
+    )
+    assert (api.VisualEncoder, api.MLLM) == (interfaces.VisualEncoder, interfaces.MLLM)
+    assert (api.NeckkitError, api.PluginError) == (errors.NeckkitError, errors.PluginError)
+    assert issubclass(api.PluginError, api.NeckkitError)
+    likelihoods = {"y": torch.full((1, 2, 2, 2), 0.5)}
+    assert api.estimated_bits(likelihoods).item() == 8.0  # 8 symbols of one bit
+    assert api.LatentPayload(strings=[[b"ab"], [b"c"]], shape=(1, 1)).num_bytes == 3
+    assert api.Analysis(y_hat=torch.zeros(1), likelihoods={}).likelihoods == {}
+
+
+class _LazyPlugin:
+    """A plugin object whose factory is imported only when built."""
+
+    @staticmethod
+    @api.hookimpl
+    def register_codecs(register: api.RegisterCallback) -> None:
+        register(
+            "lazy-toy",
+            api.lazy_factory("neckkit_toy.codec:build_codec", channels=4),
+            description="the toy codec through lazy_factory",
+            tiny=True,
+        )
+
+
+def test_hookimpl_register_callback_and_lazy_factory(bare_host: PluginHost) -> None:
+    assert bare_host.register(_LazyPlugin(), "lazy", "1.0")
+    component = bare_host.components("codec").get("lazy-toy")
+    assert component.factory.__name__ == "lazy(neckkit_toy.codec:build_codec)"
+    codec = component.build(tiny=True)
+    assert isinstance(codec, api.Codec) and codec.latent_channels == 4
+    with pytest.raises(api.PluginError, match="must look like 'package.module:function'"):
+        api.lazy_factory("no_colon")
+
+
+def test_read_weights_reads_tensors_and_refuses_code(tmp_path: Path) -> None:
+    path = tmp_path / "ok.pt"
+    torch.save({"w": torch.ones(2)}, path)
+    assert torch.equal(api.read_weights(path)["w"], torch.ones(2))
+    unsafe = tmp_path / "unsafe.pt"
+    torch.save({"w": _LazyPlugin()}, unsafe)
+    with pytest.raises(api.NeckkitError, match="refusing to load .*arbitrary unpickling") as caught:
+        api.read_weights(unsafe)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(api.NeckkitError, match="does not exist"):
+        api.read_weights(tmp_path / "absent.pt")
+
+
+def test_read_state_dict_unwraps_and_strips_module_prefixes(tmp_path: Path) -> None:
+    path = tmp_path / "wrapped.pth"
+    torch.save({"state_dict": {"module.layer.weight": torch.ones(3)}, "epoch": 4}, path)
+    assert list(api.read_state_dict(path)) == ["layer.weight"]
+    assert list(api.read_state_dict({"model": {"module.bias": torch.zeros(1)}})) == ["bias"]
+    with pytest.raises(api.NeckkitError, match="holds no state dict"):
+        api.read_state_dict({"state_dict": {}})
+
+
+def test_load_state_dict_loads_or_says_why_in_one_line(tmp_path: Path) -> None:
+    source = nn.Linear(3, 2)
+    path = tmp_path / "linear.pth"
+    torch.save({"state_dict": {f"module.{key}": value for key, value in source.state_dict().items()}}, path)
+    target = nn.Linear(3, 2)
+    api.load_state_dict(target, path)
+    assert torch.equal(target.weight, source.weight)
+    with pytest.raises(api.NeckkitError) as caught:
+        api.load_state_dict(nn.Linear(4, 2), path)
+    assert str(caught.value) == f"{path} does not fit Linear: wrong shape weight [2, 3] (expected [2, 4])"
+    partial = nn.Linear(3, 2)
+    api.load_state_dict(partial, {"weight": source.weight.detach()}, skip=lambda key: key == "bias")
+    assert torch.equal(partial.weight, source.weight)
+
+
+def test_state_dict_mismatches_one_phrase_per_kind() -> None:
+    expected = {"a": torch.zeros(2), "b": torch.zeros(3)}
+    state = {"a": torch.zeros(4), "c": torch.zeros(1)}
+    assert api.state_dict_mismatches(expected, state) == [
+        "missing b",
+        "unexpected c",
+        "wrong shape a [4] (expected [2])",
+    ]
+    assert api.state_dict_mismatches(expected, dict(expected)) == []
+
+
+def test_load_codec_state_rebuilds_the_entropy_tables(tmp_path: Path) -> None:
+    with api.seeded_init(3):
+        trained = FactorizedPrior(8, 16)
+    trained.update(force=True)
+    state = {
+        key: value for key, value in trained.state_dict().items() if key.rsplit(".", 1)[-1] not in api.CODER_TABLES
+    }
+    assert len(state) < len(trained.state_dict())  # the file lacks the coder tables
+    fresh = FactorizedPrior(8, 16)
+    api.load_codec_state(fresh, state, "factorized.pth")
+    assert torch.equal(fresh.entropy_bottleneck._quantized_cdf, trained.entropy_bottleneck._quantized_cdf)
+    with pytest.raises(
+        api.NeckkitError,
+        match=r"factorized.pth does not fit FactorizedPrior: missing entropy_bottleneck\.biases\.0, .* \(\+\d+ more\)",
+    ):
+        api.load_codec_state(FactorizedPrior(8, 16), {"g_s.0.weight": state["g_s.0.weight"]}, "factorized.pth")
+
+
+def test_seeded_init_and_fingerprint_identify_equal_weights() -> None:
+    before = torch.random.get_rng_state()
+    with api.seeded_init(1):
+        first = nn.Linear(4, 4)
+    with api.seeded_init(1):
+        again = nn.Linear(4, 4)
+    with api.seeded_init(2):
+        other = nn.Linear(4, 4)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the global RNG is untouched
+    assert api.fingerprint(first) == api.fingerprint(again) != api.fingerprint(other)
+    assert len(api.fingerprint(first)) == 16
+
+
+def test_random_weights_says_whether_to_draw_and_refuses_both() -> None:
+    assert api.random_weights(None, tiny=True, random_init=False)
+    assert api.random_weights(None, tiny=False, random_init=True)
+    assert not api.random_weights("file.pth", tiny=False, random_init=False)
+    with pytest.raises(api.NeckkitError, match="either weights or tiny/random_init"):
+        api.random_weights("file.pth", tiny=True, random_init=False)
+
+
+WORDING = api.Wording(
+    name="toy weights",
+    hub_id="owner/toy",
+    folder="holds config.json",
+    folder_hint="Pass a folder holding config.json",
+    flag="--codec-weights",
+    fallback="--tiny",
+    patterns=("*.json",),
+)
+
+
+def test_weights_source_tells_a_folder_from_a_hub_id_with_one_line_errors(tmp_path: Path, hub_cache: Path) -> None:
+    assert api.hub_offline()
+    assert api.WeightsSource(str(tmp_path), WORDING).folder == tmp_path
+    with pytest.raises(api.NeckkitError, match="toy weights folder './nowhere/at/all' does not exist"):
+        api.WeightsSource("./nowhere/at/all", WORDING)
+    with pytest.raises(api.NeckkitError) as caught:
+        api.WeightsSource("owner/absent", WORDING, fetch=["*.json"])
+    message = str(caught.value)
+    assert message.startswith(
+        "cannot load toy weights 'owner/absent' from the Hugging Face cache (HF_HUB_OFFLINE is set)"
+    )
+    assert 'hf download owner/absent --include "*.json"' in message and "\n" not in message
+
+
+def test_preprocessing_helpers_resize_crop_and_normalise() -> None:
+    x01 = torch.rand(2, 3, 40, 60)
+    assert api.resize_center_crop(x01, 32, 24).shape == (2, 3, 24, 24)
+    pixels = api.resize_center_crop_normalize(x01, 32, api.OPENAI_MEAN, api.OPENAI_STD)
+    assert pixels.shape == (2, 3, 32, 32)
+    assert api.resize_square_normalize(x01, 16, api.OPENAI_MEAN, api.OPENAI_STD).shape == (2, 3, 16, 16)
+    grey = api.normalize(torch.full((1, 3, 2, 2), 0.5), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    assert torch.equal(grey, torch.zeros(1, 3, 2, 2))
+    padded, padding = api.pad_to_multiple(x01, 16)
+    assert padded.shape == (2, 3, 48, 64)
+    assert (padding.top + padding.bottom, padding.left + padding.right) == (8, 4)
+
+
+def test_sample_images_are_the_bundled_photos() -> None:
+    photos = api.sample_images()
+    assert [photo.name for photo in photos] == ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"]
+    assert all(photo.parent == api.SAMPLE_DIR for photo in photos)
+    assert (api.SAMPLE_DIR / "LICENSES.md").is_file()
+
+
+# --- the built-ins through the core: it seeds, the factories do not ----------------------------
+
+
+def test_tiny_builds_are_deterministic_at_the_default_seed_and_follow_seed(host: PluginHost) -> None:
+    for kind, name in (("codec", "elic"), ("codec", "tic"), ("encoder", "clip-l")):
+        component = host.components(kind).get(name)
+        first, again = component.build(tiny=True), component.build(tiny=True)
+        assert api.fingerprint(first) == api.fingerprint(again), name
+        assert api.fingerprint(component.build(tiny=True, seed=1)) != api.fingerprint(first), name
+
+
+def test_tiny_llava_vision_equals_the_tiny_encoder_at_any_seed(host: PluginHost) -> None:
+    for seed in (0, 2):
+        encoder = host.components("encoder").get("clip-l-336").build(tiny=True, seed=seed)
+        mllm = host.components("mllm").get("llava-1.5").build(tiny=True, seed=seed)
+        assert api.fingerprint(mllm.visual_encoder.vision_model) == api.fingerprint(encoder.model.vision_model)
+
+
+# --- the toy template uses the API: weights, random_init, d3 ------------------------------------
+
+
+def test_toy_codec_factory_needs_a_source_and_loads_its_weights(toy_plugin: PluginHost, tmp_path: Path) -> None:
+    component = toy_plugin.components("codec").get("toy")
+    with pytest.raises(api.NeckkitError, match="toy-codec has no published weights"):
+        component.build()
+    trained = component.build(random_init=True, seed=4)
+    trained.compress(torch.rand(1, 3, 8, 8))  # builds the coder tables, saved with the weights
+    path = tmp_path / "toy.pth"
+    torch.save({"state_dict": trained.state_dict()}, path)
+    loaded = component.build(weights=str(path))
+    assert api.fingerprint(loaded, exclude=api.CODER_TABLES) == api.fingerprint(trained, exclude=api.CODER_TABLES)
+    assert loaded.synthesis_modules() == [loaded.g_s]
+
+
+def test_toy_codec_trains_scenario_d3(runner: CliRunner, toy_plugin: PluginHost, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = invoke(
+        runner, toy_plugin, "train", "--codec", "toy", "--encoder", "toy-vit", "--tiny", "--scenario", "d3",
+        "--max-steps", "2", "--out", str(run),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    meta = read_meta(resolve_checkpoint(run))
+    assert (meta.codec.name, meta.encoder.name, meta.scenario) == ("toy-codec", "toy-vit", "d3")
