@@ -11,7 +11,7 @@ from typer.core import TyperGroup
 
 from neckkit import __version__
 from neckkit.cli import ask, bench, compress, decompress, evaluate, import_checkpoint, list_plugins, train
-from neckkit.errors import NeckkitError
+from neckkit.errors import NeckkitError, describe_error
 from neckkit.host.manager import PluginHost
 
 DEBUG_KEY = "neckkit.debug"
@@ -27,11 +27,9 @@ class CliState:
 
 def one_line_error(error: BaseException) -> str:
     """``Error: ...`` on one line; unexpected exceptions also name their type."""
-    text = " ".join(str(error).split())
     if isinstance(error, NeckkitError):
-        return f"Error: {text}"
-    detail = f"{type(error).__name__}: {text}" if text else type(error).__name__
-    return f"Error: {detail} (run with --debug for the traceback)"
+        return f"Error: {' '.join(str(error).split())}"
+    return f"Error: {describe_error(error)} (run with --debug for the traceback)"
 
 
 class NeckkitGroup(TyperGroup):

@@ -28,3 +28,9 @@ class UnknownComponentError(NeckkitError):
 def first_line(error: BaseException) -> str:
     """The first line of ``error``'s message without its final period (its type's name if empty)."""
     return (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")
+
+
+def describe_error(error: BaseException) -> str:
+    """``Type: message`` on one line (whitespace folded), or the type's name when the message is empty."""
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from neckkit.errors import PluginError
+from neckkit.errors import PluginError, describe_error
 from neckkit.host import hookspecs
 from neckkit.host.registry import (
     COMPONENT_KINDS,
@@ -93,11 +93,6 @@ def _names_from_env(env: Mapping[str, str], key: str) -> set[str] | None:
     return {part.strip() for part in value.split(",") if part.strip()}
 
 
-def _format_error(error: BaseException) -> str:
-    text = " ".join(str(error).split())  # one line
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
 def _hookspec_names() -> tuple[str, ...]:
     """The hooks a plugin can implement (the hookspecs)."""
     marker = f"{hookspecs.PROJECT}_spec"
@@ -147,7 +142,7 @@ class PluginHost:
         kinds: tuple[ComponentKind, ...] = COMPONENT_KINDS,
         names: tuple[str, ...] = (),
     ) -> None:
-        text = error if isinstance(error, str) else _format_error(error)
+        text = error if isinstance(error, str) else describe_error(error)
         failure = PluginFailure(plugin=plugin, error=text, kinds=kinds, names=names)
         if failure not in self.failed:  # a plugin registered again fails the same way
             self.failed.append(failure)
@@ -270,7 +265,7 @@ class PluginHost:
         try:
             impl.function(**kwargs)
         except Exception as error:  # a broken hook must not take the CLI down
-            self._fail(impl.plugin_name, PluginError(f"{hook_name} raised {_format_error(error)}"), kinds=kinds)
+            self._fail(impl.plugin_name, PluginError(f"{hook_name} raised {describe_error(error)}"), kinds=kinds)
             return False
         return True
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from neckkit.errors import NeckkitError
+from neckkit.errors import NeckkitError, describe_error
 
 if TYPE_CHECKING:
     from neckkit.host.manager import PluginHost
@@ -208,9 +208,7 @@ def build(component: Component, options: Mapping[str, Any]) -> Any:
     except NeckkitError:
         raise
     except Exception as error:  # a plugin's bug or an unhonoured option: say whose
-        text = " ".join(str(error).split())
-        detail = f"{type(error).__name__}: {text}" if text else type(error).__name__
-        raise NeckkitError(f"{component_label(component)} failed to build: {detail}") from error
+        raise NeckkitError(f"{component_label(component)} failed to build: {describe_error(error)}") from error
 
 
 def check_component_options(host: PluginHost, kind: ComponentKind, name: str, options: Mapping[str, Any]) -> None:

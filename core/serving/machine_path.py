@@ -78,6 +78,14 @@ def check_nk_codec(checkpoint: Checkpoint, nk_codec: str, source: str) -> None:
         )
 
 
+def watched_synthesis(codec: Codec) -> list[nn.Module]:
+    """The codec's synthesis modules to count calls of; none for a codec that does not name them."""
+    try:
+        return codec.synthesis_modules()
+    except NeckkitError:
+        return []
+
+
 class SynthesisWatch:
     """Counts forward calls of a codec's synthesis modules (0 on the machine path)."""
 
@@ -86,11 +94,7 @@ class SynthesisWatch:
 
     @contextmanager
     def watching(self, codec: Codec) -> Iterator[SynthesisWatch]:
-        try:
-            modules: list[nn.Module] = codec.synthesis_modules()
-        except NeckkitError:
-            modules = []
-        handles = [module.register_forward_hook(self._count) for module in modules]
+        handles = [module.register_forward_hook(self._count) for module in watched_synthesis(codec)]
         try:
             yield self
         finally:
@@ -110,11 +114,7 @@ class SynthesisCounter:
 
     def __init__(self, codec: Codec) -> None:
         self._local = threading.local()
-        try:
-            modules: list[nn.Module] = codec.synthesis_modules()
-        except NeckkitError:
-            modules = []
-        self._handles = [module.register_forward_hook(self._count) for module in modules]
+        self._handles = [module.register_forward_hook(self._count) for module in watched_synthesis(codec)]
 
     @property
     def calls(self) -> int:
