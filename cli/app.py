@@ -10,7 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from neckkit import __version__
-from neckkit.cli import ask, bench, compress, decompress, evaluate, import_checkpoint, list_plugins, train
+from neckkit.cli import ask, bench, compress, decompress, evaluate, import_checkpoint, list_plugins, serve, train
 from neckkit.errors import NeckkitError, describe_error
 from neckkit.host.manager import PluginHost
 
@@ -93,5 +93,6 @@ def build_app(host: PluginHost) -> typer.Typer:
     app.command("ask")(ask.ask)
     app.command("eval")(evaluate.evaluate)
     app.command("bench")(bench.bench)
+    app.command("serve")(serve.serve)
     host.add_commands(app)
     return app

@@ -96,3 +96,22 @@ def test_wrong_latent_channels_are_refused() -> None:
     neck = TransformNeck(8, 16, 4, config=NeckConfig(num_heads=2))
     with pytest.raises(NeckkitError, match=r"expects a latent \[B, 8, h, w\], got shape \[1, 9, 4, 4\]"):
         neck(torch.randn(1, 9, 4, 4))
+
+
+
+def test_inference_runs_fused_attention_with_the_same_result_and_restores_the_switch() -> None:
+    """Without grad on the CPU the neck skips MultiheadAttention's bmm fast path; the tokens agree."""
+    from neckkit.neck.transform import cpu_fused_attention
+
+    torch.manual_seed(0)
+    neck = TransformNeck(8, 32, 6, config=NeckConfig(num_heads=2, num_blocks=2)).eval()
+    entering: list[torch.Tensor] = []
+    neck.transformer.register_forward_pre_hook(lambda _module, args: entering.append(args[0]))
+    with torch.no_grad():
+        fused = neck(torch.randn(4, 8, 6, 6))
+        assert torch.backends.mha.get_fastpath_enabled()  # restored on the way out
+        native = neck.transformer._blocks(entering[0])  # the switch on: torch's native fast path
+        with cpu_fused_attention(), cpu_fused_attention():  # nested users share the switch
+            assert not torch.backends.mha.get_fastpath_enabled()
+        assert torch.backends.mha.get_fastpath_enabled()
+    torch.testing.assert_close(fused, native, rtol=0, atol=2e-6)
