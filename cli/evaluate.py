@@ -23,7 +23,7 @@ from neckkit.cli.components import (
 from neckkit.cli.report import print_table, progress
 from neckkit.errors import NeckkitError
 
-RESULT_FILES = ("eval.json", "eval.csv", "rate_quality.png")
+RESULT_FILES = ("eval.json", "eval.csv", "bd_rate.csv", "rate_quality.png")
 
 
 def point_label(checkpoint_path: Path) -> str:
@@ -66,6 +66,7 @@ def neck_points(host: Any, necks: list[Path], codec_weights: str | None, encoder
     from neckkit.serving.machine_path import codec_for_checkpoint, encoder_for_checkpoint
 
     points, checkpoints, encoder = [], [], None
+    codecs: dict[tuple[Any, ...], tuple[str, Any]] = {}  # one codec per distinct (codec, options, weights, tables)
     for neck in necks:
         checkpoint = load_checkpoint(neck)
         ref = checkpoint.meta.encoder
@@ -77,8 +78,12 @@ def neck_points(host: Any, necks: list[Path], codec_weights: str | None, encoder
             )
         if encoder is None:
             encoder = encoder_for_checkpoint(host, checkpoint, encoder_weights)[1]
-        codec_name, codec = codec_for_checkpoint(host, checkpoint, codec_weights)
         meta = checkpoint.meta
+        key = (meta.codec.name, meta.codec.fingerprint, json.dumps(meta.codec.options, sort_keys=True, default=str),
+               codec_weights, meta.codec_tables)
+        if key not in codecs:
+            codecs[key] = codec_for_checkpoint(host, checkpoint, codec_weights)
+        codec_name, codec = codecs[key]
         info = {"scenario": meta.scenario, "rate_lambda": meta.rate_lambda, "quality": meta.codec.options.get("quality"),
                 "checkpoint": str(checkpoint.path), "step": meta.step}
         points.append(RatePoint(unique(point_label(checkpoint.path), taken), codec_name, codec, dict(meta.codec.options),
@@ -158,14 +163,19 @@ def evaluate(
     codec_opt: list[str] | None = typer.Option(None, "--codec-opt", help="Other option of --codec, name=value."),
     full_size: bool = typer.Option(False, "--full-size", help="Compress whole images instead of the 256x256 centre crops."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Evaluate the first N images only."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images of one size per batch through codec, neck, encoder, MLLM."),
+    anchor: list[str] | None = typer.Option(None, "--anchor", help="Curve to compute BD-rates against too, e.g. neck/d1/tic (repeat)."),
     rate: str = typer.Option("bpp", "--rate", help="Plot against bpp (.nk file bytes) or estimated_bpp."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the rows, failures and files as JSON."),
 ) -> None:
     """Rate vs. task quality for necks and codec qualities, with the uncompressed and Reconstruction baselines."""
+    import torch
+
     from neckkit.config.paper import DataConfig
-    from neckkit.evaluation.report import json_safe, plot_rate_quality, table, write_csv, write_json
+    from neckkit.evaluation.bd_rate import METHODS, PRIMARY, bd_table
+    from neckkit.evaluation.report import json_safe, plot_rate_quality, table, write_bd_csv, write_csv, write_json
     from neckkit.evaluation.sweep import DEFAULT_CAPTION_PROMPT, Evaluator, RatePoint
     from neckkit.training.data import open_image_set
     from neckkit.training.distributed import World, device_for
@@ -230,15 +240,32 @@ def evaluate(
     for notice in evaluator.notices:
         typer.echo(f"Notice: {notice}", err=True)
     read_failures = []
+    batch_keys: list[str] = []
+    batch_images: list[Any] = []  # [1, 3, H, W] each, one size
+
+    def flush() -> None:
+        if batch_keys:
+            evaluator.evaluate_batch(list(batch_keys), torch.cat(batch_images))
+            batch_keys.clear()
+            batch_images.clear()
+
+    loop_started = time.perf_counter()
     for index, key in progress(list(zip(indices, keys, strict=True)), "evaluating", enabled=not no_progress):
         try:
             image = read_image(images, index, full_size)
         except NeckkitError as error:
             read_failures.append({"image": key, "point": "read", "error": str(error)})
             continue
-        evaluator.evaluate(key, image)
+        if batch_images and (image.shape != batch_images[0].shape or len(batch_images) >= batch_size):
+            flush()
+        batch_keys.append(key)
+        batch_images.append(image)
+    flush()
+    stages = {"load": round(loop_started - started, 3), "evaluate": round(time.perf_counter() - loop_started, 3)}
 
+    scoring_started = time.perf_counter()
     rows, scoring = evaluator.rows({"tokenizer": caption_tokenizer})
+    stages["score"] = round(time.perf_counter() - scoring_started, 3)
     failures = read_failures + evaluator.failures
     evaluated = sum(1 for record in evaluator.records if record["path"] == "uncompressed")
     title = f"{', '.join(sorted({p.codec_name for p in points}))} -> {encoder_name}, {evaluated} images"
@@ -255,14 +282,20 @@ def evaluate(
         "caption_scoring": scoring,
         "notices": evaluator.notices,
         "rows": rows,
+        "bd_method": {"primary": PRIMARY, "methods": list(METHODS),
+                      "note": "pchip: bjontegaard package (Hermite); cubic: VCEG-M33 cubic polynomial fit (MPEG-style)"},
+        "bd_rates": bd_table(rows, rate, list(anchor or [])),
         "failures": failures,
         "records": evaluator.records,
+        "batch_size": batch_size,
         "seconds": round(time.perf_counter() - started, 3),
+        "seconds_by_stage": stages,
     }
     if evaluated == 0:
         raise NeckkitError(f"no image could be evaluated ({len(failures)} failures; first: {failures[0]['error'] if failures else 'none'})")
-    files = {"json": str(write_json(target / "eval.json", result)), "csv": str(write_csv(target / "eval.csv", rows))}
-    plot_rate_quality(target / "rate_quality.png", rows, rate, title)
+    files = {"json": str(write_json(target / "eval.json", result)), "csv": str(write_csv(target / "eval.csv", rows)),
+             "bd_csv": str(write_bd_csv(target / "bd_rate.csv", result["bd_rates"]))}
+    plot_rate_quality(target / "rate_quality.png", rows, rate, title, result["bd_rates"])
     files["plot"] = str(target / "rate_quality.png")
     if as_json:
         summary = {key: value for key, value in result.items() if key != "records"} | {"files": files}
@@ -270,7 +303,16 @@ def evaluate(
     else:
         columns, cells = table(rows)
         print_table(columns, cells, title=title)
-        typer.echo(f"Results in {target}: eval.json, eval.csv, rate_quality.png ({result['seconds']:.1f} s)")
+        for entry in result["bd_rates"]:
+            if entry["method"] != PRIMARY:
+                continue
+            if entry["reason"] is None:
+                typer.echo(f"BD-rate ({PRIMARY}) {entry['test']} vs {entry['anchor']}, {entry['metric']}: "
+                           f"{entry['bd_rate']:+.2f}% (BD-quality {entry['bd_quality']:+.4f})")
+        refused = {entry["reason"] for entry in result["bd_rates"] if entry["reason"] is not None}
+        for reason in sorted(refused):
+            typer.echo(f"BD-rate refused: {reason}")
+        typer.echo(f"Results in {target}: eval.json, eval.csv, bd_rate.csv, rate_quality.png ({result['seconds']:.1f} s)")
     for failure in failures:
         typer.echo(f"Warning: {failure['image']} at {failure['point']}: {failure['error']}", err=True)
     if failures:

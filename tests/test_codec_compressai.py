@@ -108,6 +108,35 @@ def test_tiny_round_trip_is_exact(tiny: _Cache, name: str) -> None:
     assert (y_hat.round() != 0).float().mean() > 0.05  # real symbols, not only zeros
 
 
+@pytest.mark.parametrize("name", list(TINY_BUILDERS))
+def test_compress_given_the_analysis_writes_the_same_bytes(tiny: _Cache, name: str) -> None:
+    """``compress(x, analysis=analyze(x))`` codes the analysis' own y: the same streams as ``compress(x)``."""
+    codec = tiny(name)
+    x = _image(2, 64, 128, seed=4)
+    with torch.no_grad():
+        analysis = codec.analyze(x)
+    assert set(analysis.latents) == {"y"} and analysis.latents["y"].shape[0] == 2
+    reused, fresh = codec.compress(x, analysis=analysis), codec.compress(x)
+    assert reused.strings == fresh.strings and reused.shape == fresh.shape
+    assert torch.equal(codec.decompress_latent(reused), analysis.y_hat)
+
+
+def test_compress_with_analysis_calls_old_style_codecs_without_it() -> None:
+    """A plugin codec written as ``compress(self, x)`` still works: the analysis is not passed."""
+    from neckkit.interfaces.codec import compress_with_analysis, takes_analysis
+
+    class OldStyle(cc.ScaleHyperpriorCodec):
+        def compress(self, x: torch.Tensor) -> LatentPayload:  # type: ignore[override]
+            return super().compress(x)
+
+    with seeded_init(0):
+        codec = OldStyle(ScaleHyperprior(8, 16), name="old")
+    x = _image(1, 64, 64, seed=2)
+    assert not takes_analysis(codec) and takes_analysis(TINY_BUILDERS["elic"]())
+    payload = compress_with_analysis(codec, x, codec.analyze(x))
+    assert payload.strings == codec.compress(x).strings
+
+
 @settings(max_examples=3, deadline=None)
 @given(height=st.integers(1, 100), width=st.integers(1, 100), seed=st.integers(0, 2**16))
 @pytest.mark.parametrize("name", ["elic", "mbt2018-mean"])

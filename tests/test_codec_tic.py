@@ -331,3 +331,13 @@ def test_real_size_rate_at_512x768_matches_the_estimate() -> None:
     real_bpp = payload.num_bytes * 8 / pixels
     assert estimated_bpp > 0.5  # a rate where the comparison means something
     assert math.isclose(real_bpp, estimated_bpp, rel_tol=0.02), (real_bpp, estimated_bpp)
+
+
+def test_compress_given_the_analysis_writes_the_same_bytes(tiny: TicCodec) -> None:
+    x = torch.rand(2, 3, 128, 256, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        analysis = tiny.analyze(x)
+    assert set(analysis.latents) == {"y", "z"}
+    reused, fresh = tiny.compress(x, analysis=analysis), tiny.compress(x)
+    assert reused.strings == fresh.strings and reused.shape == fresh.shape
+    assert torch.equal(tiny.decompress_latent(reused), analysis.y_hat)

@@ -58,7 +58,11 @@ def test_a_two_point_sweep_has_every_path_and_writes_json_csv_and_plot(swept) ->
         assert by[point, "neck"]["psnr"] is None and 0 < by[point, "reconstruction"]["ms_ssim"] < 1
         assert by[point, "neck"]["bpp"] == by[point, "reconstruction"]["bpp"]  # one bitstream, two readers
     assert {p["label"]: p["scenario"] for p in report["points"]} == {"d1": "d1", "d3": "d3"}
-    assert set(report["files"]) == {"json", "csv", "plot"}
+    assert set(report["files"]) == {"json", "csv", "bd_csv", "plot"}
+    assert report["bd_method"]["primary"] == "pchip" and report["bd_method"]["methods"] == ["pchip", "cubic"]
+    # two neck points and one Reconstruction curve of two points: refused with a reason, never a number
+    assert report["bd_rates"] and all(e["bd_rate"] is None and "BD-rate needs at least 4" in e["reason"]
+                                      for e in report["bd_rates"])
 
     saved = json.loads((out / "eval.json").read_text())
     assert saved["rows"] == rows and len(saved["records"]) == 4 * 5
@@ -191,7 +195,7 @@ def test_existing_results_are_kept_unless_overwrite(sweep, tmp_path: Path) -> No
     again = run_eval(sweep, "--neck", str(folder / "d1"), "--out", str(out), "--limit", "1", "--overwrite")
     assert again.exit_code == 0, again.output
     assert json.loads((out / "eval.json").read_text())["evaluated"] == 1
-    assert sorted(p.name for p in out.iterdir()) == ["eval.csv", "eval.json", "rate_quality.png"]  # no temporaries
+    assert sorted(p.name for p in out.iterdir()) == ["bd_rate.csv", "eval.csv", "eval.json", "rate_quality.png"]  # no temporaries
 
 
 def test_captions_naming_unknown_images_are_refused(sweep, tmp_path: Path) -> None:
@@ -202,16 +206,23 @@ def test_captions_naming_unknown_images_are_refused(sweep, tmp_path: Path) -> No
     assert result.exit_code == 1 and "'zebra.jpg'" in result.output
 
 
-def test_an_mllm_captions_and_answers_on_every_path(sweep, tmp_path: Path) -> None:
-    """Tiny LLaVA-1.5 over a clip-l-336 neck: captions scored with BLEU/CIDEr, answers with VQA accuracy."""
-    from neckkit.evaluation.text_metrics import score_captions, vqa_accuracy
-
+def neck336(sweep) -> Path:
+    """A tiny clip-l-336 neck (LLaVA-1.5's encoder), trained once per module."""
     runner, host, folder = sweep
     neck = folder / "neck336"
     if not neck.exists():
         trained = invoke(runner, host, "train", "--codec", "tic", "--encoder", "clip-l-336", "--tiny", "--max-steps", "2",
                          "--out", str(neck), "--no-progress")
         assert trained.exit_code == 0, trained.output
+    return neck
+
+
+def test_an_mllm_captions_and_answers_on_every_path(sweep, tmp_path: Path) -> None:
+    """Tiny LLaVA-1.5 over a clip-l-336 neck: captions scored with BLEU/CIDEr, answers with VQA accuracy."""
+    from neckkit.evaluation.text_metrics import score_captions, vqa_accuracy
+
+    runner, host, folder = sweep
+    neck = neck336(sweep)
     references = {"coffee.jpg": ["a cup of coffee on a saucer", "coffee with milk foam"],
                   "chelsea.jpg": ["a tabby cat looking to the side", "a cat with green eyes"]}
     captions, questions = tmp_path / "captions.json", tmp_path / "questions.json"
@@ -235,3 +246,113 @@ def test_an_mllm_captions_and_answers_on_every_path(sweep, tmp_path: Path) -> No
         answered = [r for r in mine if "answers" in r]
         assert [r["image"] for r in answered] == ["rocket.jpg"]
         assert row["vqa_accuracy"] == pytest.approx(vqa_accuracy(answered[0]["answers"][0], ["rocket"] * 10))
+
+
+def _same_rows(batched: list[dict], single: list[dict]) -> None:
+    """Rows (or records) equal: rates and texts exactly, float scores to 1e-5 (batched kernels may differ in the last bits)."""
+    assert len(batched) == len(single)
+    for ours, theirs in zip(batched, single, strict=True):
+        assert ours.keys() == theirs.keys()
+        for name, value in ours.items():
+            if name in ("bpp", "payload_bpp") or not isinstance(value, float):
+                assert value == theirs[name], (name, ours["point"], ours["path"])
+            else:
+                assert value == pytest.approx(theirs[name], rel=1e-5, abs=1e-6), (name, ours["point"], ours["path"])
+
+
+def test_batched_rows_equal_one_image_at_a_time_and_shared_codecs_are_built_once(sweep, tmp_path: Path) -> None:
+    """--batch-size 4 against 1, with two points sharing one codec (the same d1 neck twice) and d3's own codec."""
+    _, _, folder = sweep
+    necks = ["--neck", str(folder / "d1"), "--neck", str(folder / "d1"), "--neck", str(folder / "d3")]
+    reports = {}
+    for batch in (1, 4):
+        result = run_eval(sweep, *necks, "--batch-size", str(batch), "--out", str(tmp_path / f"b{batch}"), "--json")
+        assert result.exit_code == 0, result.output
+        reports[batch] = json.loads((tmp_path / f"b{batch}" / "eval.json").read_text())
+    assert reports[4]["batch_size"] == 4 and set(reports[4]["seconds_by_stage"]) == {"load", "evaluate", "score"}
+    assert [p["label"] for p in reports[4]["points"]] == ["d1", "d1#2", "d3"]
+    _same_rows(reports[4]["rows"], reports[1]["rows"])
+    key = lambda r: (r["image"], r["point"], r["path"])  # noqa: E731
+    _same_rows(sorted(reports[4]["records"], key=key), sorted(reports[1]["records"], key=key))
+    by_point = {(r["point"], r["path"]): r for r in reports[4]["rows"]}
+    assert by_point[("d1", "neck")]["embedding_mse"] == by_point[("d1#2", "neck")]["embedding_mse"]
+
+
+def test_evaluator_codes_each_shared_codec_once_per_batch(sweep) -> None:
+    """Two points on one codec object: one analyze and one compress per batch, not one per point and image."""
+    from neckkit.evaluation.sweep import Evaluator, RatePoint
+    from neckkit.neck.checkpoint import build_neck, load_checkpoint
+    from neckkit.serving.machine_path import codec_for_checkpoint, encoder_for_checkpoint
+
+    _, host, folder = sweep
+    checkpoint = load_checkpoint(folder / "d1")
+    _, codec = codec_for_checkpoint(host, checkpoint)
+    _, encoder = encoder_for_checkpoint(host, checkpoint)
+    calls = {"analyze": 0, "compress": 0}
+    for name in calls:
+        original = getattr(codec, name)
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        setattr(codec, name, counted)
+    neck = build_neck(checkpoint).eval()
+    points = [RatePoint(label, "tic", codec, dict(checkpoint.meta.codec.options), neck, checkpoint.meta.entry_layer)
+              for label in ("a", "b")]
+    evaluator = Evaluator(points, encoder.eval())
+    evaluator.evaluate_batch(["x", "y", "z"], torch.rand(3, 3, 128, 128, generator=torch.Generator().manual_seed(0)))
+    assert calls == {"analyze": 1, "compress": 1} and not evaluator.failures
+    assert len(evaluator.records) == 3 + 3 * 2 * 2  # uncompressed, then (reconstruction, neck) per point
+
+
+def test_a_batch_with_a_failing_image_is_retried_image_by_image(sweep) -> None:
+    """One bad image in a batch fails alone: the others are evaluated, the failure names it."""
+    from neckkit.evaluation.sweep import Evaluator, RatePoint
+    from neckkit.neck.checkpoint import build_neck, load_checkpoint
+    from neckkit.serving.machine_path import codec_for_checkpoint, encoder_for_checkpoint
+
+    _, host, folder = sweep
+    checkpoint = load_checkpoint(folder / "d1")
+    _, codec = codec_for_checkpoint(host, checkpoint)
+    _, encoder = encoder_for_checkpoint(host, checkpoint)
+    point = RatePoint("a", "tic", codec, dict(checkpoint.meta.codec.options), build_neck(checkpoint).eval(),
+                      checkpoint.meta.entry_layer)
+    evaluator = Evaluator([point], encoder.eval())
+    images = torch.rand(3, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    images[1, 0, 0, 0] = float("nan")
+    original = codec.analyze
+
+    def refuse_nan(x):
+        if torch.isnan(x).any():
+            raise ValueError("NaN pixels")
+        return original(x)
+
+    codec.analyze = refuse_nan
+    evaluator.evaluate_batch(["good1", "bad", "good2"], images)
+    assert evaluator.failures == [{"image": "bad", "point": "a", "error": "ValueError: NaN pixels"}]
+    assert sorted({r["image"] for r in evaluator.records if r["path"] == "neck"}) == ["good1", "good2"]
+
+
+def test_batched_captions_and_answers_equal_one_image_at_a_time(sweep, tmp_path: Path) -> None:
+    """Greedy captions and answers (prompts of different lengths in one batch) equal those of batch 1."""
+    runner, host, folder = sweep
+    neck = neck336(sweep)
+    captions, questions = tmp_path / "captions.json", tmp_path / "questions.json"
+    captions.write_text(json.dumps({name: ["a photo"] for name in ("coffee.jpg", "chelsea.jpg", "rocket.jpg")}))
+    questions.write_text(json.dumps([{"image": "rocket.jpg", "question": "What is this?", "answers": ["rocket"] * 10},
+                                     {"image": "coffee.jpg", "question": "What colour is the cup on the table?",
+                                      "answers": ["white"] * 10}]))
+    records = {}
+    for batch in (1, 4):
+        out = tmp_path / f"b{batch}"
+        result = run_eval(sweep, "--neck", str(neck), "--mllm", "llava-1.5", "--tiny", "--captions", str(captions),
+                          "--questions", str(questions), "--max-new-tokens", "4", "--caption-tokenizer", "simple",
+                          "--batch-size", str(batch), "--out", str(out))
+        assert result.exit_code == 0, result.output
+        records[batch] = {(r["image"], r["point"], r["path"]): r for r in json.loads((out / "eval.json").read_text())["records"]}
+    assert records[4].keys() == records[1].keys()
+    for key, record in records[4].items():
+        assert record.get("caption") == records[1][key].get("caption"), key
+        assert record.get("answers") == records[1][key].get("answers"), key
+    assert sum("answers" in r for r in records[4].values()) == 2 * 3  # two images on three paths

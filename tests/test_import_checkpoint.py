@@ -159,6 +159,8 @@ def test_a_tiny_release_with_module_prefixes_imports_with_name_or_given_scenario
     path, codec, neck = tiny_release
     named = load_checkpoint(import_release(path, tmp_path / "named"))
     assert (named.meta.scenario, named.meta.rate_lambda) == ("d3", 0.032)
+    assert named.meta.epoch == 59  # the file's own epoch entry, not 0
+    assert named.meta.codec_tables == "rebuilt"  # the release's coder tables are empty
     assert named.meta.codec.options == {"tiny": True}
     assert all(torch.equal(named.neck_state[key], value) for key, value in neck.items())
     expected = bridging_to_chandelier(codec)
@@ -297,6 +299,7 @@ def test_cli_reports_a_file_without_adapter_and_still_imports_the_others(
     assert result.stderr == (
         f"Error: {bad} is not one of the paper's released files: it has no 'adapter' entry "
         "(they hold the ELIC codec under 'state_dict' and the neck under 'adapter')\n"
+        f"Notice: {good} 'state_dict' carries no (complete) entropy-coder tables; rebuilt them from the weights\n"
     )
     assert sorted(p.name for p in out.iterdir()) == ["elic_d3_lambda0.032"]
     assert result.stdout.startswith(f"{good} -> {out / 'elic_d3_lambda0.032'}: d3, lambda 0.032;")

@@ -390,3 +390,36 @@ def test_text_metrics_reexports_the_split_modules_names():
             assert getattr(text_metrics, name) is getattr(module, name), name
     assert sorted(text_metrics.__all__) == sorted(caption_tokenizer.__all__ + caption_scores.__all__ + vqa.__all__)
     assert text_metrics._tokenize is caption_tokenizer._tokenize  # private names older code reads
+
+
+@needs_pycocoevalcap
+def test_an_evaluation_starts_one_meteor_process_for_all_its_rows(monkeypatch):
+    """Evaluator.rows scores every (point, path) row's captions with one METEOR process, stopped after."""
+    from pycocoevalcap.meteor import meteor as meteor_module
+
+    from neckkit.evaluation.sweep import Evaluator, Tasks
+
+    started = []
+
+    class FakeMeteor:
+        def __init__(self):
+            self.meteor_p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            self.lock = threading.Lock()
+            self.calls = 0
+            started.append(self)
+
+        def compute_score(self, gts, res):
+            self.calls += 1
+            return 0.25 * self.calls, [0.5] * len(res)
+
+    monkeypatch.setattr(meteor_module, "Meteor", FakeMeteor)
+    monkeypatch.setattr(shutil, "which", lambda name, *args, **kwargs: "/usr/bin/java")
+    evaluator = Evaluator([], encoder=None, tasks=Tasks(captions=REFERENCES))  # type: ignore[arg-type]
+    for point, path in (("uncompressed", "uncompressed"), ("a", "reconstruction"), ("a", "neck")):
+        evaluator.records += [{"image": key, "point": point, "path": path, "caption": caption}
+                              for key, caption in CANDIDATES.items()]
+    rows, _ = evaluator.rows({"tokenizer": "simple", "spice": False})
+    (scorer,) = started
+    assert scorer.calls == 3 and sorted(row["meteor"] for row in rows) == [0.25, 0.5, 0.75]
+    assert scorer.meteor_p.poll() is not None  # stopped once the rows are scored

@@ -102,6 +102,45 @@ def test_resume_after_a_stop_ends_with_the_same_weights(host, tmp_path: Path) ->
     assert train_losses(tmp_path / "cut") == train_losses(tmp_path / "whole")  # the stray step-8 line is gone
 
 
+def test_d3_resume_after_kill_ends_byte_identical_in_every_codec_and_optimiser_tensor(host, tmp_path: Path) -> None:
+    config = quick_config(scenario="d3", max_steps=6, checkpoint_every=2, log_every=1,
+                          **{"loss.phases": [{"until_epoch": 1, "ce_weight": 0, "distillation_weight": 100}],
+                             "scenarios.phase2_epochs": 2})
+    run(host, config, tmp_path / "whole")
+    run(host, config.with_overrides({"max_steps": 3}), tmp_path / "cut")  # killed after step 3's work, checkpoint at 2
+    import shutil
+    shutil.rmtree(tmp_path / "cut" / "checkpoints" / "step-00000003")  # kill -9 before the step-3 checkpoint
+    run(host, config, tmp_path / "cut", resume=True)
+    final = Path("checkpoints") / "step-00000006"
+    for name in ("neck.safetensors", "codec.safetensors"):
+        whole, cut = load_file(tmp_path / "whole" / final / name), load_file(tmp_path / "cut" / final / name)
+        assert whole.keys() == cut.keys()
+        different = [k for k in whole if whole[k].dtype != cut[k].dtype or whole[k].shape != cut[k].shape or not torch.equal(whole[k], cut[k])]
+        assert different == [], (name, different)
+    codec_keys = load_file(tmp_path / "whole" / final / "codec.safetensors").keys()
+    assert {"model.entropy_bottleneck._quantized_cdf", "model.entropy_bottleneck._offset",
+            "model.entropy_bottleneck._cdf_length"} <= codec_keys
+    whole_state = torch.load(tmp_path / "whole" / final / "trainer.pt", weights_only=True)
+    cut_state = torch.load(tmp_path / "cut" / final / "trainer.pt", weights_only=True)
+
+    def flat(value, prefix=""):
+        if isinstance(value, dict):
+            return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}{key}.").items()}
+        if isinstance(value, list | tuple):
+            return {k: v for i, item in enumerate(value) for k, v in flat(item, f"{prefix}{i}.").items()}
+        return {prefix: value}
+
+    whole_flat, cut_flat = flat(whole_state), flat(cut_state)
+    assert whole_flat.keys() == cut_flat.keys()
+    for key, value in whole_flat.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, cut_flat[key]), key
+        else:
+            assert value == cut_flat[key], key
+    assert sum(isinstance(v, torch.Tensor) for v in whole_flat.values()) > 0
+    assert load_checkpoint(tmp_path / "cut" / final).meta.codec_tables == "rebuilt"
+
+
 def test_cached_and_uncached_training_give_the_same_losses(host, tmp_path: Path) -> None:
     config = quick_config(max_steps=6, log_every=1)
     cached = run(host, config, tmp_path / "cached")

@@ -16,7 +16,7 @@ from typing import Any
 from neckkit.errors import NeckkitError, first_line
 from neckkit.evaluation.caption_tokenizer import JAVA_MISSING, _last_line, _simple_tokenize, _tokenize
 
-__all__ = ["INSTALL_HINT", "CaptionScores", "score_captions", "spice_unavailable"]
+__all__ = ["INSTALL_HINT", "CaptionScores", "MeteorScorer", "score_captions", "spice_unavailable"]
 
 INSTALL_HINT = "caption scoring needs pycocoevalcap: pip install 'neckkit[eval]'"
 
@@ -47,6 +47,7 @@ def score_captions(
     tokenizer: str = "auto",
     meteor: bool = True,
     spice: bool = True,
+    meteor_scorer: MeteorScorer | None = None,
 ) -> CaptionScores:
     """BLEU-1..4, CIDEr-D, METEOR and SPICE of one candidate per image against its references.
 
@@ -57,7 +58,8 @@ def score_captions(
     weighs nothing: with a single image CIDEr is always 0, and it is only meaningful over a test set.
     METEOR and SPICE need Java (SPICE also the Stanford CoreNLP jars, which pycocoevalcap downloads
     on first use and this function never does); when they cannot run they are ``None`` and
-    ``skipped`` says why.
+    ``skipped`` says why. ``meteor_scorer``: one METEOR process shared by many calls (else one
+    is started and stopped for this call).
     """
     _check_inputs(candidates, references)
     modules = _pycocoevalcap()
@@ -78,7 +80,10 @@ def score_captions(
     if ptb_reason is not None:
         scores.skipped["ptb"] = f"{ptb_reason}; used the simple tokenizer"
     if meteor:
-        scores.meteor, scores.per_image_meteor, reason = _meteor(gts, res)
+        if meteor_scorer is not None:
+            scores.meteor, scores.per_image_meteor, reason = meteor_scorer.score(gts, res)
+        else:
+            scores.meteor, scores.per_image_meteor, reason = _meteor(gts, res)
     else:
         reason = "not requested"
     if reason is not None:
@@ -134,23 +139,61 @@ def _pycocoevalcap() -> dict[str, Any]:
     return {"Bleu": Bleu, "Cider": Cider}
 
 
-def _meteor(gts: dict[str, list[str]], res: dict[str, list[str]]) -> tuple[float | None, dict[str, float], str | None]:
-    """Corpus METEOR, per-image METEOR and the reason it was skipped; the Java process is always stopped."""
-    if shutil.which("java") is None:
-        return None, {}, JAVA_MISSING
-    from pycocoevalcap.meteor.meteor import Meteor
+class MeteorScorer:
+    """One METEOR Java process for many corpora (``neckkit eval``: one per evaluation, not per row).
 
-    try:
-        scorer = Meteor()
-    except OSError as error:
-        return None, {}, f"could not start METEOR: {first_line(error)}"
-    try:
-        score, per_image = scorer.compute_score(gts, res)
-    except Exception as error:  # a broken METEOR must not sink the other scores
-        detail = _stop_meteor(scorer)
-        return None, {}, f"METEOR failed: {detail or first_line(error)}"
-    _stop_meteor(scorer)
-    return float(score), {key: float(value) for key, value in zip(gts, per_image, strict=True)}, None
+    Started on the first :meth:`score`, stopped by :meth:`close` (or leaving the ``with`` block).
+    After a failure (no Java, a JVM that will not start or that breaks) every later call returns
+    the same reason without starting another process.
+    """
+
+    def __init__(self) -> None:
+        self._scorer: Any = None
+        self._reason: str | None = None
+        self.started = 0  # JVMs started
+
+    def score(self, gts: dict[str, list[str]], res: dict[str, list[str]]) -> tuple[float | None, dict[str, float], str | None]:
+        """Corpus METEOR, per-image METEOR and the reason it was skipped."""
+        if self._reason is not None:
+            return None, {}, self._reason
+        if self._scorer is None:
+            if shutil.which("java") is None:
+                self._reason = JAVA_MISSING
+                return None, {}, self._reason
+            from pycocoevalcap.meteor.meteor import Meteor
+
+            try:
+                self._scorer = Meteor()
+            except OSError as error:
+                self._reason = f"could not start METEOR: {first_line(error)}"
+                return None, {}, self._reason
+            self.started += 1
+        try:
+            score, per_image = self._scorer.compute_score(gts, res)
+        except Exception as error:  # a broken METEOR must not sink the other scores
+            detail = _stop_meteor(self._scorer)
+            self._scorer = None
+            self._reason = f"METEOR failed: {detail or first_line(error)}"
+            return None, {}, self._reason
+        return float(score), {key: float(value) for key, value in zip(gts, per_image, strict=True)}, None
+
+    def close(self) -> None:
+        """Stop the Java process, if one runs."""
+        if self._scorer is not None:
+            _stop_meteor(self._scorer)
+            self._scorer = None
+
+    def __enter__(self) -> MeteorScorer:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def _meteor(gts: dict[str, list[str]], res: dict[str, list[str]]) -> tuple[float | None, dict[str, float], str | None]:
+    """Corpus METEOR in a process of its own, always stopped (see :class:`MeteorScorer`)."""
+    with MeteorScorer() as scorer:
+        return scorer.score(gts, res)
 
 
 def _stop_meteor(scorer: Any) -> str:

@@ -62,12 +62,17 @@ def write_json(path: Path, result: dict[str, Any]) -> Path:
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
     """One line per (rate point, path); empty cells where a metric does not apply."""
+    return _write_table(path, rows, ROW_FIELDS)
+
+
+def _write_table(path: Path, entries: Sequence[dict[str, Any]], fields: Sequence[str]) -> Path:
+    """A CSV of ``fields``, written atomically; empty cells for missing values."""
     with atomic_path(path) as temporary:
         with temporary.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=ROW_FIELDS, extrasaction="ignore")
+            writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="ignore")
             writer.writeheader()
-            for row in rows:
-                writer.writerow({key: "" if row.get(key) is None else row[key] for key in ROW_FIELDS})
+            for entry in entries:
+                writer.writerow({key: "" if entry.get(key) is None else entry[key] for key in fields})
     return path
 
 
@@ -76,13 +81,25 @@ def plotted_metrics(rows: Sequence[dict[str, Any]]) -> list[str]:
     return [name for name in PLOTTED if any(row.get(name) is not None for row in rows if row["path"] != "uncompressed")]
 
 
-def plot_rate_quality(path: Path, rows: Sequence[dict[str, Any]], rate: str = "bpp", title: str = "") -> list[str]:
-    """Rate-vs-quality panels, one per metric: one curve per path, uncompressed as a dashed line.
+BD_FIELDS = ("test", "anchor", "metric", "method", "bd_rate", "bd_quality", "reason")
+
+
+def write_bd_csv(path: Path, entries: Sequence[dict[str, Any]]) -> Path:
+    """One line per (test curve, anchor curve, metric, method): BD-rate (%), BD-quality, or the refusal reason."""
+    return _write_table(path, entries, BD_FIELDS)
+
+
+def plot_rate_quality(path: Path, rows: Sequence[dict[str, Any]], rate: str = "bpp", title: str = "",
+                      bd_entries: Sequence[dict[str, Any]] = ()) -> list[str]:
+    """Rate-vs-quality panels, one per metric: one curve per (path, scenario, codec) series, uncompressed
+    as a dashed line; neck curves carry their BD-rate (pchip) in the legend.
 
     Each marker is labelled with its rate point. Returns the metrics drawn.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from neckkit.evaluation.bd_rate import curves, legend_note
 
     metrics = plotted_metrics(rows)
     columns = min(3, max(1, len(metrics)))
@@ -91,13 +108,17 @@ def plot_rate_quality(path: Path, rows: Sequence[dict[str, Any]], rate: str = "b
     FigureCanvasAgg(figure)
     axes = figure.subplots(lines, columns, squeeze=False).ravel()
     for axis, metric in zip(axes, metrics, strict=False):
-        for path_name in ("reconstruction", "neck"):
+        for number, (series, series_rows) in enumerate(curves(rows).items()):
             curve = sorted(
-                (row for row in rows if row["path"] == path_name and row.get(metric) is not None and row.get(rate) is not None),
+                (row for row in series_rows if row.get(metric) is not None and row.get(rate) is not None),
                 key=lambda row: row[rate],
             )
             if curve:
-                axis.plot([row[rate] for row in curve], [row[metric] for row in curve], **PATH_STYLE[path_name])
+                style = dict(PATH_STYLE[curve[0]["path"]])
+                style["color"] = f"C{number % 10}"
+                note = legend_note(bd_entries, series, metric)
+                style["label"] = series + (f"\n{note}" if note else "")
+                axis.plot([row[rate] for row in curve], [row[metric] for row in curve], **style)
                 for row in curve:
                     axis.annotate(row["point"], (row[rate], row[metric]), textcoords="offset points", xytext=(4, 4), fontsize=7)
         for row in rows:

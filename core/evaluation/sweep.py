@@ -25,6 +25,7 @@ from torch import Tensor
 
 from neckkit.errors import NeckkitError, first_line
 from neckkit.evaluation.annotations import Question
+from neckkit.evaluation.caption_scores import MeteorScorer
 from neckkit.interfaces import MLLM, Codec, VisualEncoder
 from neckkit.neck.transform import TransformNeck
 
@@ -132,66 +133,123 @@ class Evaluator:
                 f"{neck.width}, but the codec has {point.codec.latent_channels} and the encoder width {self.encoder.width}"
             )
 
-    # -- one image ----------------------------------------------------------------------------
+    # -- a batch of images ----------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, key: str, image: Tensor) -> None:
         """All points and paths for one image [1, 3, H, W] in [0, 1]; failures are recorded, not raised."""
-        image = image.to(self.device)
+        self.evaluate_batch([key], image)
+
+    @torch.no_grad()
+    def evaluate_batch(self, keys: list[str], images: Tensor) -> None:
+        """All points and paths for images [B, 3, H, W] of one size, as one batch per stage.
+
+        Each codec shared by several points (necks trained on one base codec) analyses, compresses,
+        decodes and reconstructs the batch once. When anything fails for the batch, its images are
+        evaluated one at a time instead, so a failure is counted for the image that caused it.
+        """
+        if images.ndim != 4 or images.shape[0] != len(keys):
+            raise NeckkitError(f"evaluate_batch takes {len(keys)} images [B, 3, H, W], got shape {list(images.shape)}")
+        if len(keys) > 1:
+            try:
+                records = self._batch_records(keys, images.to(self.device))
+            except Exception:  # noqa: BLE001  (retried image by image below, which records the failure)
+                for index, key in enumerate(keys):
+                    self.evaluate_batch([key], images[index : index + 1])
+                return
+            self.records.extend(records)
+            return
+        key, image = keys[0], images.to(self.device)
         try:
-            reference = self.encoder.encode(self.encoder.preprocess(image))  # [1, D]
-            record = self._embedding_scores(key, reference, reference)
-            mllm = self.tasks.mllm
-            if mllm is not None:
-                pixels = mllm.visual_encoder.preprocess(image)
-                record.update(self._mllm_scores(key, lambda prompts: mllm.generate_from_pixels(pixels, prompts, **self.tasks.generation)))
-            self.records.append({"image": key, "point": UNCOMPRESSED, "path": UNCOMPRESSED, **record})
+            reference, record = self._uncompressed(keys, image)
         except Exception as error:  # the image fails on every path: count it once
             self._fail(key, UNCOMPRESSED, error)
             return
-        for point in self.points:
+        self.records.extend(record)
+        for group in self._codec_groups():
             try:
-                self.records.extend(self._point_records(point, key, image, reference))
+                self.records.extend(self._group_records(group, keys, image, reference))
             except Exception as error:
-                self._fail(key, point.label, error)
+                for point in group:
+                    self._fail(key, point.label, error)
+
+    def _batch_records(self, keys: list[str], images: Tensor) -> list[dict[str, Any]]:
+        reference, records = self._uncompressed(keys, images)
+        for group in self._codec_groups():
+            records.extend(self._group_records(group, keys, images, reference))
+        return records
 
     def _fail(self, key: str, point: str, error: BaseException) -> None:
         self.failures.append({"image": key, "point": point, "error": f"{type(error).__name__}: {first_line(error)}"})
 
-    def _point_records(self, point: RatePoint, key: str, image: Tensor, reference: Tensor) -> list[dict[str, Any]]:
+    def _codec_groups(self) -> list[list[RatePoint]]:
+        """Points that code with one codec object and one header (coded once per batch), in order."""
+        groups: dict[tuple[Any, ...], list[RatePoint]] = {}
+        for point in self.points:
+            key = (id(point.codec), point.codec_name, point.fingerprint, repr(sorted(point.codec_options.items())))
+            groups.setdefault(key, []).append(point)
+        return list(groups.values())
+
+    def _uncompressed(self, keys: list[str], images: Tensor) -> tuple[Tensor, list[dict[str, Any]]]:
+        reference = self.encoder.encode(self.encoder.preprocess(images))  # [B, D]
+        records = [{"image": key, "point": UNCOMPRESSED, "path": UNCOMPRESSED,
+                    **self._embedding_scores(key, reference[i : i + 1], reference[i : i + 1])}
+                   for i, key in enumerate(keys)]
+        mllm = self.tasks.mllm
+        if mllm is not None:
+            pixels = mllm.visual_encoder.preprocess(images)
+            self._mllm_scores(records, lambda rows, prompts: mllm.generate_from_pixels(pixels[rows], prompts, **self.tasks.generation))
+        return reference, records
+
+    def _group_records(self, group: list[RatePoint], keys: list[str], images: Tensor, reference: Tensor) -> list[dict[str, Any]]:
+        """The batch through one codec: real files, the Reconstruction path, then each point's neck."""
         from neckkit.bitstream.container import NkFile, bpp, decode_nk, encode_nk
         from neckkit.bitstream.padding import crop_padding, pad_to_multiple
         from neckkit.evaluation.image_quality import ms_ssim, psnr
+        from neckkit.interfaces.codec import LatentPayload, compress_with_analysis
         from neckkit.training.neck_path import bits_per_item
 
-        codec = point.codec
-        padded, padding = pad_to_multiple(image, codec.pad_multiple)
-        nk = NkFile.from_payload(
-            codec.compress(padded), codec=point.codec_name, fingerprint=point.fingerprint,
-            original_size=tuple(image.shape[-2:]), padding=padding, options=point.codec_options,
-        )
-        nk = decode_nk(encode_nk(nk), source=f"{key} at {point.label}")  # the bytes a device sends
-        rates = bpp(nk)
-        estimated = float(bits_per_item(codec.analyze(padded).likelihoods)[0]) / rates.pixels
-        shared = {"image": key, "point": point.label, "bpp": rates.file_bpp, "payload_bpp": rates.payload_bpp,
-                  "estimated_bpp": estimated}
-        y_hat = codec.decompress_latent(nk.to_payload()).to(self.device)  # [1, C, h, w]
-        x_hat = crop_padding(codec.synthesize(y_hat), nk.padding).clamp(0, 1)  # [1, 3, H, W]
-        records = []
-        reconstruction = {**shared, "path": "reconstruction", "psnr": psnr(image, x_hat), "ms_ssim": ms_ssim(image, x_hat)}
-        reconstruction.update(self._embedding_scores(key, self.encoder.encode(self.encoder.preprocess(x_hat)), reference))
+        first, codec = group[0], group[0].codec
+        padded, padding = pad_to_multiple(images, codec.pad_multiple)
+        analysis = codec.analyze(padded)  # once: its likelihoods give estimated_bpp, its latents are coded
+        payload = compress_with_analysis(codec, padded, analysis)
+        estimated = bits_per_item(analysis.likelihoods)  # [B]
+        files = []
+        for i, key in enumerate(keys):
+            item = LatentPayload(strings=[[stream[i]] for stream in payload.strings], shape=payload.shape)
+            nk = NkFile.from_payload(item, codec=first.codec_name, fingerprint=first.fingerprint,
+                                     original_size=tuple(images.shape[-2:]), padding=padding, options=first.codec_options)
+            files.append(decode_nk(encode_nk(nk), source=f"{key} at {first.label}"))  # the bytes a device sends
+        decoded = [nk.to_payload() for nk in files]
+        y_hat = codec.decompress_latent(LatentPayload(  # [B, C, h, w], from the files' own streams
+            strings=[[item.strings[s][0] for item in decoded] for s in range(len(decoded[0].strings))],
+            shape=decoded[0].shape)).to(self.device)
+        x_hat = crop_padding(codec.synthesize(y_hat), padding).clamp(0, 1)  # [B, 3, H, W]
+        embeddings = self.encoder.encode(self.encoder.preprocess(x_hat))  # [B, D]
+        shared, reconstruction = [], []
+        for i, (key, nk) in enumerate(zip(keys, files, strict=True)):
+            rates = bpp(nk)
+            shared.append({"image": key, "bpp": rates.file_bpp, "payload_bpp": rates.payload_bpp,
+                           "estimated_bpp": float(estimated[i]) / rates.pixels})
+            reconstruction.append({**shared[i], "path": "reconstruction", "psnr": psnr(images[i : i + 1], x_hat[i : i + 1]),
+                                   "ms_ssim": ms_ssim(images[i : i + 1], x_hat[i : i + 1]),
+                                   **self._embedding_scores(key, embeddings[i : i + 1], reference[i : i + 1])})
         mllm = self.tasks.mllm
         if mllm is not None:
             pixels = mllm.visual_encoder.preprocess(x_hat)
-            reconstruction.update(self._mllm_scores(key, lambda prompts: mllm.generate_from_pixels(pixels, prompts, **self.tasks.generation)))
-        records.append(reconstruction)
-        if point.neck is not None:
-            tokens = point.neck(y_hat)  # [1, T, width] entering block entry_layer
-            neck = {**shared, "path": "neck"}
-            neck.update(self._embedding_scores(key, self.encoder.encode_from(tokens, point.entry_layer), reference))
+            self._mllm_scores(reconstruction, lambda rows, prompts: mllm.generate_from_pixels(pixels[rows], prompts, **self.tasks.generation))
+        records = []
+        for point in group:
+            records.extend({"image": record["image"], "point": point.label, **record} for record in reconstruction)
+            if point.neck is None:
+                continue
+            tokens = point.neck(y_hat)  # [B, T, width] entering block entry_layer
+            embeddings = self.encoder.encode_from(tokens, point.entry_layer)  # [B, D]
+            neck = [{"image": key, "point": point.label, **shared[i], "path": "neck",
+                     **self._embedding_scores(key, embeddings[i : i + 1], reference[i : i + 1])} for i, key in enumerate(keys)]
             if mllm is not None:
-                start = point.entry_layer
-                neck.update(self._mllm_scores(key, lambda prompts: mllm.generate(tokens, prompts, start=start, **self.tasks.generation)))
-            records.append(neck)
+                self._mllm_scores(neck, lambda rows, prompts, tokens=tokens, start=point.entry_layer: mllm.generate(
+                    tokens[rows], prompts, start=start, **self.tasks.generation))
+            records.extend(neck)
         return records
 
     def _embedding_scores(self, key: str, embedding: Tensor, reference: Tensor) -> dict[str, Any]:
@@ -202,19 +260,32 @@ class Evaluator:
             scores["top1"], scores["top5"] = zero_shot_hits(embedding, self.classifier, label)
         return scores
 
-    def _mllm_scores(self, key: str, ask: Callable[[list[str]], list[str]]) -> dict[str, Any]:
-        """The MLLM's caption and answers for one image on one path (``ask``: prompts -> texts)."""
+    def _mllm_scores(self, records: list[dict[str, Any]], ask: Callable[[list[int], list[str]], list[str]]) -> None:
+        """Add the MLLM's caption and answers to each image's record on one path, in one ``ask`` call.
+
+        ``ask(rows, prompts)`` answers ``prompts[j]`` about batch image ``rows[j]``.
+        """
         from neckkit.evaluation.text_metrics import vqa_accuracy
 
-        scores: dict[str, Any] = {}
-        if key in self.tasks.captions:
-            scores["caption"] = ask([self.tasks.caption_prompt])[0]
-        questions = self.tasks.questions.get(key, [])
-        if questions:
-            answers = ask([question.question for question in questions])
-            scores["answers"] = answers
-            scores["vqa"] = [vqa_accuracy(answer, list(q.answers)) for answer, q in zip(answers, questions, strict=True)]
-        return scores
+        rows: list[int] = []
+        prompts: list[str] = []
+        for row, record in enumerate(records):
+            if record["image"] in self.tasks.captions:
+                rows.append(row)
+                prompts.append(self.tasks.caption_prompt)
+            for question in self.tasks.questions.get(record["image"], []):
+                rows.append(row)
+                prompts.append(question.question)
+        if not prompts:
+            return
+        answers = iter(ask(rows, prompts))
+        for record in records:
+            if record["image"] in self.tasks.captions:
+                record["caption"] = next(answers)
+            questions = self.tasks.questions.get(record["image"], [])
+            if questions:
+                record["answers"] = [next(answers) for _ in questions]
+                record["vqa"] = [vqa_accuracy(answer, list(q.answers)) for answer, q in zip(record["answers"], questions, strict=True)]
 
     # -- the table ------------------------------------------------------------------------------
     def rows(self, caption_options: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -228,21 +299,27 @@ class Evaluator:
         info = {point.label: point for point in self.points}
         scoring: dict[str, Any] = {}
         rows = []
-        for (label, path), records in groups.items():
-            row: dict[str, Any] = {"point": label, "path": path, "images": len(records)}
-            point = info.get(label)
-            row.update(codec=point.codec_name if point else None, **{
-                name: point.info.get(name) if point else None for name in ("scenario", "rate_lambda", "quality", "checkpoint")
-            })
-            for name in MEAN_FIELDS:
-                row[name] = _mean([record.get(name) for record in records])
-            row.update(self._caption_scores(records, scoring, caption_options or {}))
-            accuracies = [value for record in records for value in record.get("vqa", [])]
-            row["vqa_accuracy"] = sum(accuracies) / len(accuracies) if accuracies else None
-            rows.append(row)
+        with MeteorScorer() as meteor:  # one METEOR process for every row of the evaluation
+            options = {**(caption_options or {}), "meteor_scorer": meteor}
+            for (label, path), records in groups.items():
+                rows.append(self._row(label, path, records, info, scoring, options))
         order = {path: index for index, path in enumerate(PATHS)}
         rows.sort(key=lambda row: (row["path"] != UNCOMPRESSED, row["bpp"] or 0.0, order[row["path"]]))
         return rows, scoring
+
+    def _row(self, label: str, path: str, records: list[dict[str, Any]], info: dict[str, RatePoint],
+             scoring: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+        row: dict[str, Any] = {"point": label, "path": path, "images": len(records)}
+        point = info.get(label)
+        row.update(codec=point.codec_name if point else None, **{
+            name: point.info.get(name) if point else None for name in ("scenario", "rate_lambda", "quality", "checkpoint")
+        })
+        for name in MEAN_FIELDS:
+            row[name] = _mean([record.get(name) for record in records])
+        row.update(self._caption_scores(records, scoring, options))
+        accuracies = [value for record in records for value in record.get("vqa", [])]
+        row["vqa_accuracy"] = sum(accuracies) / len(accuracies) if accuracies else None
+        return row
 
     def _caption_scores(self, records: list[dict[str, Any]], scoring: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
         candidates = {record["image"]: record["caption"] for record in records if record.get("caption") is not None}

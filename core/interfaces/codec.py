@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import abc
+import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import NamedTuple
 
 import torch
@@ -12,11 +15,27 @@ from torch import Tensor, nn
 from neckkit.errors import NeckkitError
 
 
-class Analysis(NamedTuple):
-    """What :meth:`Codec.analyze` returns."""
-
+class _AnalysisFields(NamedTuple):
     y_hat: Tensor  # [B, latent_channels, H / stride, W / stride], what synthesize() consumes
     likelihoods: dict[str, Tensor]  # per entropy-coded tensor ("y", "z", ...), for the rate
+
+
+class Analysis(_AnalysisFields):
+    """What :meth:`Codec.analyze` returns: ``(y_hat, likelihoods)``, and optionally ``latents``.
+
+    ``latents`` (not part of the tuple, so ``y_hat, likelihoods = analysis`` keeps working) holds
+    the unquantised tensors the codec's :meth:`Codec.compress` would compute again (e.g. ``y`` and
+    ``z``), so ``compress(x, analysis=analyze(x))`` runs the analysis transform once per image.
+    """
+
+    latents: Mapping[str, Tensor] = MappingProxyType({})
+
+    def __new__(cls, y_hat: Tensor, likelihoods: dict[str, Tensor],
+                latents: Mapping[str, Tensor] | None = None) -> Analysis:
+        self = super().__new__(cls, y_hat, likelihoods)
+        if latents:
+            self.latents = MappingProxyType({name: tensor.detach() for name, tensor in latents.items()})
+        return self
 
 
 @dataclass(frozen=True)
@@ -89,9 +108,31 @@ class Codec(nn.Module, metaclass=abc.ABCMeta):
         """Reconstruct the image for human viewing: [B, C, h, w] -> [B, 3, H, W] in [0, 1]."""
 
     @abc.abstractmethod
-    def compress(self, x: Tensor) -> LatentPayload:
-        """Entropy-code ``x`` into real byte strings."""
+    def compress(self, x: Tensor, analysis: Analysis | None = None) -> LatentPayload:
+        """Entropy-code ``x`` into real byte strings.
+
+        ``analysis``, when given, is this codec's :meth:`analyze` of the same ``x``: a codec may code
+        its ``latents`` instead of running the analysis transform again, and must give the same bytes
+        either way. Codecs written before this parameter (``compress(self, x)``) still work: callers go
+        through :func:`compress_with_analysis`, which passes it only to codecs that take it.
+        """
 
     @abc.abstractmethod
     def decompress_latent(self, payload: LatentPayload) -> Tensor:
         """Entropy-decode ``y_hat`` from a payload, without running the synthesis transform."""
+
+
+def takes_analysis(codec: Codec) -> bool:
+    """Whether ``codec.compress`` accepts ``analysis=`` (codecs written before it do not)."""
+    try:
+        parameters = inspect.signature(codec.compress).parameters
+    except (TypeError, ValueError):
+        return False
+    return "analysis" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
+def compress_with_analysis(codec: Codec, x: Tensor, analysis: Analysis | None) -> LatentPayload:
+    """``codec.compress(x, analysis=analysis)``, or ``codec.compress(x)`` for a codec without the parameter."""
+    if analysis is not None and takes_analysis(codec):
+        return codec.compress(x, analysis=analysis)
+    return codec.compress(x)

@@ -2,13 +2,18 @@
 
 Files are read with ``torch.load(weights_only=True)``: one that would need arbitrary unpickling is
 refused, never executed. State dicts may be wrapped (``{"state_dict": ...}``) and carry
-``module.`` prefixes from DataParallel; entropy-coder tables (CDFs) may be missing or sized for
-other weights: they are rebuilt with ``update()`` after loading, so coding always works.
+``module.`` prefixes from DataParallel. Entropy-coder tables (``_quantized_cdf``, ``_offset``,
+``_cdf_length``): when a file carries them for every entropy model, they are used as stored (never
+rebuilt: another CompressAI version may build mathematically equal but bitwise different tables, so
+streams written with the file's tables decode only with them); when any are absent they are rebuilt
+with ``update()`` and one notice line says so. :func:`entropy_tables` tells which ("stored" or
+"rebuilt"); it is recorded in a checkpoint's ``meta.json`` (``codec_tables``).
 """
 
 from __future__ import annotations
 
 import pickle
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +27,9 @@ from neckkit.loading.weights import state_dict_mismatches
 # Entropy-coder buffers that depend on the weights and are rebuilt by update(): their presence
 # and shape in a file never matter.
 CODER_TABLES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")  # what a CDF table is, per entropy model
+TABLES_ATTR = "_neckkit_entropy_tables"  # on the library model: (source, stamp of its bottleneck parameters)
+STORED, REBUILT = "stored", "rebuilt"
 WRAPPER_KEYS = ("state_dict", "model", "net")
 STRIPPED_SUBSTRINGS = ("module.",)
 CODEC_WRAPPER_PREFIX = "model."  # neckkit codec adapters keep the CompressAI model as .model
@@ -82,14 +90,73 @@ def remap_legacy_entropy_keys(model: nn.Module, state: dict[str, Tensor]) -> dic
     return state
 
 
+def _entropy_models(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    from compressai.entropy_models import EntropyModel
+
+    return [(name, module) for name, module in model.named_modules() if isinstance(module, EntropyModel)]
+
+
+def _parameter_stamp(model: nn.Module) -> tuple[Any, ...]:
+    """Changes whenever an entropy model's parameters are replaced or changed in place (optimiser steps, loads)."""
+    return tuple((id(p), p._version) for _, module in _entropy_models(model) for p in module.parameters())
+
+
+def stored_tables(model: nn.Module, state: Mapping[str, Tensor]) -> dict[str, Tensor] | None:
+    """The CDF tables ``state`` holds for every entropy model of ``model`` (non-empty), else None."""
+    entropy = _entropy_models(model)
+    if not entropy:
+        return None
+    found: dict[str, Tensor] = {}
+    for name, module in entropy:
+        needed = TABLE_BUFFERS + (("scale_table",) if "scale_table" in module._buffers else ())
+        for buffer in needed:
+            value = state.get(f"{name}.{buffer}" if name else buffer)
+            if not isinstance(value, Tensor) or value.numel() == 0:
+                return None
+            found[f"{name}.{buffer}" if name else buffer] = value
+    return found
+
+
+def install_tables(model: nn.Module, tables: Mapping[str, Tensor]) -> None:
+    """Put ``tables`` into the entropy models' buffers as they are (any size) and mark them stored."""
+    for key, value in tables.items():
+        owner, _, buffer = key.rpartition(".")
+        module = model.get_submodule(owner)
+        current = module._buffers[buffer]
+        module._buffers[buffer] = value.detach().to(dtype=current.dtype, device=current.device).clone()
+    mark_entropy_tables(model, STORED)
+
+
+def mark_entropy_tables(model: nn.Module, source: str) -> None:
+    """Record where ``model``'s tables come from (:data:`STORED` or :data:`REBUILT`), for the current weights."""
+    object.__setattr__(model, TABLES_ATTR, (source, _parameter_stamp(model)))
+
+
+def entropy_tables(model: nn.Module) -> str | None:
+    """"stored" (the file's tables), "rebuilt" (built by ``update()`` here) or None (not recorded).
+
+    Accepts a neckkit codec adapter that keeps the library model as ``.model``.
+    """
+    mark = getattr(model, TABLES_ATTR, None) or getattr(getattr(model, "model", None), TABLES_ATTR, None)
+    return mark[0] if mark else None
+
+
+def stored_tables_current(model: nn.Module) -> bool:
+    """Whether ``model`` codes with a file's stored tables and its entropy parameters have not changed since."""
+    mark = getattr(model, TABLES_ATTR, None)
+    return bool(mark) and mark[0] == STORED and mark[1] == _parameter_stamp(model)
+
+
 def load_codec_state(
     model: nn.Module, state: dict[str, Tensor], source: str, recomputed: tuple[str, ...] = ()
 ) -> None:
-    """Load ``state`` into a CompressAI-style codec strictly, then rebuild its entropy tables.
+    """Load ``state`` into a CompressAI-style codec strictly; use its entropy tables, or rebuild them.
 
     ``recomputed``: key suffixes the model derives itself (attention masks, relative-position
     indices) and which are dropped from the file. Any other missing, unexpected or wrongly
-    shaped tensor is one error line naming the keys.
+    shaped tensor is one error line naming the keys. When the file holds the CDF tables of every
+    entropy model they are installed as stored (not rebuilt); otherwise they are rebuilt from the
+    weights and one notice line (stderr) says so.
     """
     state = remap_legacy_entropy_keys(model, state)
     state = {key: value for key, value in state.items() if not key.endswith(recomputed)}
@@ -97,10 +164,23 @@ def load_codec_state(
     problems = state_dict_mismatches(expected, state, skip=lambda key: _is_table(key) or key.endswith(recomputed))
     if problems:
         raise NeckkitError(f"{source} does not fit {type(model).__name__}: {'; '.join(problems)}")
+    tables = stored_tables(model, state)
     for key, value in expected.items():  # tables the file lacks: keep the model's own (rebuilt below)
-        if key not in state:
+        if key not in state or (_is_table(key) and tables is None):
             state[key] = value
-    model.load_state_dict(state, strict=False)
+    if tables is not None:  # table buffers take the file's sizes (they depend on the weights)
+        for key, value in tables.items():
+            owner, _, buffer = key.rpartition(".")
+            module = model.get_submodule(owner)
+            current = module._buffers[buffer]
+            if current.shape != value.shape:
+                module._buffers[buffer] = torch.empty(value.shape, dtype=current.dtype, device=current.device)
+    model.load_state_dict(state, strict=False)  # some models rebuild tables here: the stored ones go back below
+    if tables is not None:
+        install_tables(model, tables)
+        return
+    if _entropy_models(model):
+        print(f"Notice: {source} carries no (complete) entropy-coder tables; rebuilt them from the weights", file=sys.stderr)
     update_entropy_tables(model)
 
 
@@ -109,3 +189,4 @@ def update_entropy_tables(model: nn.Module) -> None:
     update = getattr(model, "update", None)
     if callable(update):
         update(force=True)
+        mark_entropy_tables(model, REBUILT)

@@ -33,7 +33,7 @@ from neckkit import __version__
 from neckkit.config.base import NeckkitConfig
 from neckkit.config.paper import NeckConfig
 from neckkit.errors import NeckkitError
-from neckkit.loading.codec_weights import CODEC_WRAPPER_PREFIX, CODER_TABLES, load_codec_state, read_checkpoint
+from neckkit.loading.codec_weights import CODEC_WRAPPER_PREFIX, load_codec_state, read_checkpoint
 from neckkit.loading.weights import seeded_init, state_dict_mismatches
 from neckkit.neck.transform import TransformNeck
 
@@ -88,6 +88,7 @@ class CheckpointMeta(NeckkitConfig):
     rate_lambda: float | None = None
     step: int = Field(0, ge=0)
     epoch: int = Field(0, ge=0)
+    codec_tables: str | None = None  # "stored": the codec codes with a file's CDF tables; "rebuilt": update()'s
     metrics: dict[str, float] = {}
     config: dict[str, Any] = {}  # the resolved training config
     source: str | None = None  # e.g. "imported from d1_1.pth.tar"
@@ -311,12 +312,15 @@ def load_codec_weights(codec: nn.Module, state: Mapping[str, Tensor], source: st
 
     ``state`` may be the codec's own ``state_dict()`` or, for adapters that keep the library model
     as ``.model`` (CompressAI, TIC), that model's state dict (as imported files hold). Coder tables
-    of any size are accepted and rebuilt by the codec before it next codes.
+    of any size are accepted: when the state holds them for every entropy model they are used as
+    stored (:func:`~neckkit.loading.codec_weights.entropy_tables` says "stored"), else rebuilt.
     """
     model = getattr(codec, "model", None)
-    if isinstance(model, nn.Module) and not all(key.startswith(CODEC_WRAPPER_PREFIX) for key in state):
-        # The library model's keys: load into it, keeping its own tables (rebuilt after loading).
-        state = {key: value for key, value in state.items() if key.rsplit(".", 1)[-1] not in CODER_TABLES}
+    if isinstance(model, nn.Module):
+        # Load into the library model (either layout): its stored CDF tables are used as they are, or,
+        # when the state holds none, rebuilt once with one notice line (load_codec_state).
+        if state and all(key.startswith(CODEC_WRAPPER_PREFIX) for key in state):
+            state = {key[len(CODEC_WRAPPER_PREFIX) :]: value for key, value in state.items()}
         codec = model
     load_codec_state(codec, dict(state), source)
 

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from neckkit.config.paper import NeckConfig, ScenarioConfig
 from neckkit.errors import NeckkitError
-from neckkit.loading.codec_weights import extract_state_dict, read_checkpoint
+from neckkit.loading.codec_weights import entropy_tables, extract_state_dict, read_checkpoint
 from neckkit.loading.weights import seeded_init, state_dict_mismatches
 from neckkit.neck.checkpoint import CheckpointMeta, ComponentRef, NeckShape, load_codec_weights, save_checkpoint
 from neckkit.neck.transform import TransformNeck
@@ -57,8 +57,18 @@ def scenario_from_name(file: str | os.PathLike[str]) -> tuple[str | None, float 
     return (scenarios.pop() if len(scenarios) == 1 else None, lambdas.pop() if len(lambdas) == 1 else None)
 
 
-def _released_parts(file: Path) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """(codec state in Chandelier names, neck state) of a released file, or one error line."""
+def released_epoch(content: Mapping[str, object]) -> int:
+    """The file's own ``epoch`` entry (e.g. 59 in the release), 0 when it has none or not a count."""
+    epoch = content.get("epoch")
+    if isinstance(epoch, Tensor) and epoch.numel() == 1:
+        epoch = epoch.item()
+    if isinstance(epoch, bool) or not isinstance(epoch, int | float) or epoch != int(epoch) or epoch < 0:
+        return 0
+    return int(epoch)
+
+
+def _released_parts(file: Path) -> tuple[dict[str, Tensor], dict[str, Tensor], int]:
+    """(codec state in Chandelier names, neck state, epoch) of a released file, or one error line."""
     from neckkit.plugins.codecs.compressai_codecs import bridging_to_chandelier, is_bridging_layout
 
     content = read_checkpoint(file)
@@ -74,7 +84,7 @@ def _released_parts(file: Path) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     if not is_bridging_layout(codec_state):
         raise NeckkitError(f"{file}: its {CODEC_KEY!r} is not the paper's ELIC (no h_a./cc_transforms. keys)")
     neck_state = extract_state_dict(content[NECK_KEY], source=f"{file} {NECK_KEY!r}")
-    return bridging_to_chandelier(codec_state), neck_state
+    return bridging_to_chandelier(codec_state), neck_state, released_epoch(content)
 
 
 def _neck_for(neck_state: Mapping[str, Tensor], source: str) -> TransformNeck:
@@ -103,8 +113,8 @@ def _neck_for(neck_state: Mapping[str, Tensor], source: str) -> TransformNeck:
     return neck
 
 
-def _codec_ref(codec_state: dict[str, Tensor], source: str) -> ComponentRef:
-    """Load the codec state into ELIC (the paper's sizes, or the tiny ones) and fingerprint it."""
+def _codec_ref(codec_state: dict[str, Tensor], source: str) -> tuple[ComponentRef, str | None]:
+    """Load the codec state into ELIC (the paper's sizes, or the tiny ones): its ref and tables in use."""
     from neckkit.bitstream.container import codec_fingerprint
     from neckkit.plugins.codecs.compressai_codecs import TINY_ELIC, build_elic
 
@@ -112,7 +122,8 @@ def _codec_ref(codec_state: dict[str, Tensor], source: str) -> ComponentRef:
     tiny = first is not None and first.shape[0] == TINY_ELIC.N
     codec = build_elic(tiny=tiny, random_init=not tiny)
     load_codec_weights(codec, codec_state, source)
-    return ComponentRef(name="elic", options={"tiny": True} if tiny else {}, fingerprint=codec_fingerprint(codec))
+    ref = ComponentRef(name="elic", options={"tiny": True} if tiny else {}, fingerprint=codec_fingerprint(codec))
+    return ref, entropy_tables(codec)
 
 
 def import_release(
@@ -133,10 +144,13 @@ def import_release(
     if rate_lambda is not None and not rate_lambda > 0:
         raise NeckkitError(f"lambda must be positive, got {rate_lambda}")
     named_scenario, named_lambda = scenario_from_name(file)
-    codec_state, neck_state = _released_parts(file)
+    codec_state, neck_state, epoch = _released_parts(file)
     neck = _neck_for(neck_state, f"{file} {NECK_KEY!r}")
+    codec_ref, tables = _codec_ref(codec_state, f"{file} {CODEC_KEY!r}")
     meta = CheckpointMeta(
-        codec=_codec_ref(codec_state, f"{file} {CODEC_KEY!r}"),
+        codec=codec_ref,
+        codec_tables=tables,
+        epoch=epoch,
         encoder=ComponentRef(name=PAPER_ENCODER, options={"double_ln_post": True}),
         entry_layer=neck.config.entry_layer,
         neck=NeckShape.of_neck(neck),

@@ -55,6 +55,21 @@ class TrainParts:
     encoder_ref: ComponentRef
 
 
+def rebuild_entropy_tables(codec: Codec) -> None:
+    """Rebuild a trained codec's CDF tables from its current weights, if it has such tables.
+
+    Called before every save of a codec that trains (d2, d3): the saved tables are then a function of
+    the saved weights alone, so a resumed run (which loads them as stored) and an uninterrupted one hold
+    the same tables at every later point and end byte-identical in every tensor.
+    """
+    for name in ("update_entropy_tables", "update_tables"):  # CompressAI adapters, TIC
+        rebuild = getattr(codec, name, None)
+        if callable(rebuild):
+            with torch.no_grad():
+                rebuild()
+            return
+
+
 class RunCheckpoints:
     """The checkpoints of one run folder: step checkpoints and ``best/`` written, the latest read back."""
 
@@ -67,8 +82,11 @@ class RunCheckpoints:
             from neckkit.bitstream.codec_identity import codec_fingerprint
 
             codec_ref = codec_ref.model_copy(update={"fingerprint": codec_fingerprint(self.parts.codec)})
+        from neckkit.loading.codec_weights import entropy_tables
+
         return CheckpointMeta(
             codec=codec_ref,
+            codec_tables=entropy_tables(self.parts.codec),
             encoder=self.parts.encoder_ref,
             entry_layer=self.config.neck.entry_layer,
             neck=NeckShape.of_neck(neck),
@@ -85,6 +103,7 @@ class RunCheckpoints:
         neck_state = {k: v.detach().cpu() for k, v in neck.state_dict().items()}
         codec_state = None
         if self.config.scenario != "d1":
+            rebuild_entropy_tables(self.parts.codec)  # the saved tables are those of the saved weights
             codec_state = {k: v.detach().cpu() for k, v in self.parts.codec.state_dict().items()}
         return neck_state, codec_state
 

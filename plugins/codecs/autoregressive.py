@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from neckkit.plugin_api import LatentPayload
+from neckkit.plugin_api import Analysis, LatentPayload
 from neckkit.plugins.codecs.compressai_base import (
     HYPER_STRIDE,
     CompressAICodec,
@@ -71,13 +71,15 @@ class AutoregressiveCodec(CompressAICodec):
         return F.pad(buffer, (-pad, -pad, -pad, -pad)), symbols, indexes
 
     @torch.no_grad()
-    def compress(self, x: Tensor) -> LatentPayload:
+    def compress(self, x: Tensor, analysis: Analysis | None = None) -> LatentPayload:
         from compressai.ans import BufferedRansEncoder
 
         self.check_input(x)
         self._ensure_tables()
         m = self.model
-        y = m.g_a(x)
+        y = analysis.latents.get("y") if analysis is not None else None
+        if y is None or y.shape[0] != x.shape[0]:
+            y = m.g_a(x)
         z = m.h_a(y)
         z_strings = m.entropy_bottleneck.compress(z)
         z_hat = m.entropy_bottleneck.decompress(z_strings, z.size()[-2:])

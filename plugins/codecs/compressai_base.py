@@ -25,6 +25,7 @@ import torch
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from torch import Tensor, nn
 
+from neckkit.loading.codec_weights import REBUILT, mark_entropy_tables, stored_tables_current
 from neckkit.plugin_api import CODER_TABLES, Analysis, Codec, LatentPayload, NeckkitError
 
 __all__ = [
@@ -104,7 +105,10 @@ class CompressAICodec(Codec):
         self.register_load_state_dict_pre_hook(_resize_coder_tables)
         self.register_load_state_dict_post_hook(_forget_tables)
         model.eval()
-        self.update_entropy_tables()
+        if stored_tables_current(model):  # a file's own tables (load_codec_state): code with them as they are
+            self._tables_stamp = self._stamp()
+        else:
+            self.update_entropy_tables()
 
     # --- entropy tables -------------------------------------------------------------------------
 
@@ -118,11 +122,14 @@ class CompressAICodec(Codec):
     def update_entropy_tables(self) -> None:
         """Rebuild every CDF table from the current weights (CompressAI's ``update(force=True)``)."""
         self.model.update(force=True)
+        mark_entropy_tables(self.model, REBUILT)
         self._tables_stamp = self._stamp()
 
     def _ensure_tables(self) -> None:
         missing = any(m._offset.numel() == 0 for m in self._entropy_modules())
-        if missing or self._stamp() != self._tables_stamp:
+        if not missing and stored_tables_current(self.model):  # loaded tables for these very weights
+            self._tables_stamp = self._stamp()
+        elif missing or self._stamp() != self._tables_stamp:
             self.update_entropy_tables()
 
     # --- shapes ---------------------------------------------------------------------------------
@@ -136,7 +143,7 @@ class CompressAICodec(Codec):
         self.check_input(x)
         y = self.model.g_a(x)
         y_hat, likelihoods = self._analyze_latent(y)
-        return Analysis(y_hat=y_hat, likelihoods=likelihoods)
+        return Analysis(y_hat=y_hat, likelihoods=likelihoods, latents={"y": y})
 
     def _analyze_latent(self, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError
@@ -148,10 +155,14 @@ class CompressAICodec(Codec):
         return [self.model.g_s]
 
     @torch.no_grad()
-    def compress(self, x: Tensor) -> LatentPayload:
+    def compress(self, x: Tensor, analysis: Analysis | None = None) -> LatentPayload:
+        """CompressAI's ``compress``; with ``analysis`` (of this ``x``), its ``y`` is coded as it is."""
         self.check_input(x)
         self._ensure_tables()
-        out = self.model.compress(x)
+        y = analysis.latents.get("y") if analysis is not None else None
+        out = self._compress_y(y) if y is not None and y.shape[0] == x.shape[0] else None
+        if out is None:
+            out = self.model.compress(x)
         shape = out["shape"]["hyper"] if isinstance(out["shape"], Mapping) else out["shape"]
         strings = [list(stream) for stream in out["strings"]]
         return LatentPayload(strings=strings, shape=tuple(int(v) for v in shape))
@@ -170,6 +181,10 @@ class CompressAICodec(Codec):
 
     def _stream_count(self) -> int:
         return 2  # y, then z
+
+    def _compress_y(self, y: Tensor) -> dict[str, Any] | None:
+        """``model.compress`` after its ``y = g_a(x)``, for families that can code a given ``y`` (else None)."""
+        return None
 
     def _decompress_latent(self, strings: list[list[bytes]], shape: tuple[int, ...]) -> Tensor:
         raise NotImplementedError

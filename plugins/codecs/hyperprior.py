@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -31,6 +33,14 @@ class ScaleHyperpriorCodec(CompressAICodec):
         y_likelihoods = gaussian_likelihood(m.gaussian_conditional, y, y_hat, scales, None)
         return y_hat, {"y": y_likelihoods, "z": z_likelihoods}
 
+    def _compress_y(self, y: Tensor) -> dict[str, Any]:
+        m = self.model
+        z = m.h_a(torch.abs(y))
+        z_strings = m.entropy_bottleneck.compress(z)
+        z_hat = m.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
+        indexes = m.gaussian_conditional.build_indexes(m.h_s(z_hat))
+        return {"strings": [m.gaussian_conditional.compress(y, indexes), z_strings], "shape": z.size()[-2:]}
+
     def _decompress_latent(self, strings: list[list[bytes]], shape: tuple[int, ...]) -> Tensor:
         m = self.model
         z_hat = m.entropy_bottleneck.decompress(strings[1], shape)
@@ -48,6 +58,16 @@ class MeanScaleHyperpriorCodec(CompressAICodec):
         y_hat = straight_through(round_around(y, means), y)
         y_likelihoods = gaussian_likelihood(m.gaussian_conditional, y, y_hat, scales, means)
         return y_hat, {"y": y_likelihoods, "z": z_likelihoods}
+
+    def _compress_y(self, y: Tensor) -> dict[str, Any]:
+        m = self.model
+        z = m.h_a(y)
+        z_strings = m.entropy_bottleneck.compress(z)
+        z_hat = m.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
+        scales, means = m.h_s(z_hat).chunk(2, 1)
+        indexes = m.gaussian_conditional.build_indexes(scales)
+        y_strings = m.gaussian_conditional.compress(y, indexes, means=means)
+        return {"strings": [y_strings, z_strings], "shape": z.size()[-2:]}
 
     def _decompress_latent(self, strings: list[list[bytes]], shape: tuple[int, ...]) -> Tensor:
         m = self.model

@@ -51,6 +51,9 @@ class LatentCodecCodec(CompressAICodec):
     def _stream_count(self) -> int:
         return _stream_count(self.model.latent_codec)
 
+    def _compress_y(self, y: Tensor) -> dict[str, Any]:
+        return self.model.latent_codec.compress(y)  # SimpleVAECompressionModel.compress after g_a
+
     def _decompress_latent(self, strings: list[list[bytes]], shape: tuple[int, ...]) -> Tensor:
         lc = self.model.latent_codec
         y_shape = (shape[0] * HYPER_STRIDE, shape[1] * HYPER_STRIDE)

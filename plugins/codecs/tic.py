@@ -48,6 +48,7 @@ from timm.models.swin_transformer import SwinTransformerBlock
 from torch import Tensor, nn
 
 from neckkit.config import TicConfig
+from neckkit.loading.codec_weights import REBUILT, mark_entropy_tables, stored_tables_current
 from neckkit.plugin_api import (
     CODER_TABLES,
     Analysis,
@@ -315,10 +316,13 @@ class TICModel(CompressionModel):
         return {"x_hat": self.g_s(y_hat), "y_hat": y_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
     @torch.no_grad()
-    def compress(self, x: Tensor) -> dict[str, Any]:
-        """Byte strings of y (coded with the means) and z; tables must be up to date."""
-        y = self.g_a(x)
-        z = self.h_a(y)
+    def compress(self, x: Tensor, y: Tensor | None = None, z: Tensor | None = None) -> dict[str, Any]:
+        """Byte strings of y (coded with the means) and z; tables must be up to date.
+
+        ``y`` and ``z``: this ``x``'s ``g_a(x)`` and ``h_a(y)`` when already computed.
+        """
+        y = self.g_a(x) if y is None else y
+        z = self.h_a(y) if z is None else z
         z_strings = self.entropy_bottleneck.compress(z)
         # Rebuild z_hat exactly as the decoder does, so y is coded with the decoder's means.
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
@@ -376,13 +380,16 @@ class TicCodec(Codec):
     def update_tables(self) -> None:
         """Rebuild the CDF tables from the current weights (CompressAI's ``update(force=True)``)."""
         self.model.update(force=True)
+        mark_entropy_tables(self.model, REBUILT)
         self._tables_stale = False
 
     def _ensure_tables(self) -> None:
         empty = (
             self.model.entropy_bottleneck._offset.numel() == 0 or self.model.gaussian_conditional._offset.numel() == 0
         )
-        if self._tables_stale or empty:
+        if not empty and stored_tables_current(self.model):  # a file's own tables, for these very weights
+            self._tables_stale = False
+        elif self._tables_stale or empty:
             self.update_tables()
 
     def train(self, mode: bool = True) -> TicCodec:
@@ -413,7 +420,7 @@ class TicCodec(Codec):
         scales, means = model.gaussian_params(z_hat)
         _, y_likelihoods = model.gaussian_conditional(y, scales, means)
         y_hat = quantize_ste(y - means) + means  # round(y - means) + means, as decompress_latent
-        return Analysis(y_hat=y_hat, likelihoods={"y": y_likelihoods, "z": z_likelihoods})
+        return Analysis(y_hat=y_hat, likelihoods={"y": y_likelihoods, "z": z_likelihoods}, latents={"y": y, "z": z})
 
     def synthesize(self, y_hat: Tensor) -> Tensor:
         return self.model.g_s(y_hat).clamp(0, 1)
@@ -422,10 +429,14 @@ class TicCodec(Codec):
         return [getattr(self.model, f"g_s{index}") for index in range(8)]
 
     @torch.no_grad()
-    def compress(self, x: Tensor) -> LatentPayload:
+    def compress(self, x: Tensor, analysis: Analysis | None = None) -> LatentPayload:
+        """TIC's bitstream; with ``analysis`` (of this ``x``), its ``y`` and ``z`` are coded as they are."""
         self.check_input(x)
         self._ensure_tables()
-        out = self.model.compress(x)
+        latents = dict(analysis.latents) if analysis is not None else {}
+        if any(tensor.shape[0] != x.shape[0] for tensor in latents.values()):
+            latents = {}
+        out = self.model.compress(x, latents.get("y"), latents.get("z"))
         return LatentPayload(strings=[list(stream) for stream in out["strings"]], shape=tuple(out["shape"]))
 
     @torch.no_grad()
@@ -474,5 +485,6 @@ def build_tic(
         state = read_state_dict(weights, source=source)
         load_codec_state(model, state, source, recomputed=RECOMPUTED_BUFFERS)
     codec = TicCodec(model, quality=quality)
-    codec.update_tables()
+    if not stored_tables_current(model):  # keep a weight file's own tables
+        codec.update_tables()
     return codec.eval()
