@@ -110,7 +110,7 @@ def compress(
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Compress images into .nk bitstreams; prints real (file), payload and estimated bits per pixel."""
-    from neckkit.bitstream.container import codec_fingerprint
+    from neckkit.bitstream.container import stream_fingerprint
 
     paths = expand_inputs(images)
     targets = output_paths(paths, output)
@@ -124,7 +124,7 @@ def compress(
         name, model = build_component(ctx.obj.host, "codec", codec, options)
         stored = stored_options(options)
     model.eval()
-    fingerprint = codec_fingerprint(model)
+    fingerprint = stream_fingerprint(model)
     results, failed = [], []
     for image, target in progress(list(zip(paths, targets, strict=True)), "compressing", enabled=len(paths) > 1 and not as_json):
         try:

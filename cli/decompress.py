@@ -42,7 +42,7 @@ def decompress(
     """Decode a .nk file: reconstruct the image for human viewing, or with --latent-only just the latent."""
     import torch
 
-    from neckkit.bitstream.container import check_codec, codec_fingerprint, read_nk
+    from neckkit.bitstream.container import check_codec, read_nk, stream_fingerprint
     from neckkit.bitstream.images import save_image
     from neckkit.bitstream.padding import Padding, crop_padding
 
@@ -58,7 +58,7 @@ def decompress(
         # The header's options, the given weights replacing the random init they may name.
         name, codec = build_component(ctx.obj.host, "codec", nk.codec, nk.options, weights=weights)
     codec.eval()
-    check_codec(nk, name, codec_fingerprint(codec), source=str(file))
+    check_codec(nk, name, stream_fingerprint(codec), source=str(file))
     check_geometry(nk, codec, str(file))
     result: dict[str, Any] = {"file": str(file), "codec": name, "synthesis": not latent_only}
     with torch.no_grad():

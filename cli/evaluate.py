@@ -164,6 +164,7 @@ def evaluate(
     full_size: bool = typer.Option(False, "--full-size", help="Compress whole images instead of the 256x256 centre crops."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Evaluate the first N images only."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images of one size per batch through codec, neck, encoder, MLLM."),
+    preprocess: str = typer.Option("neckkit", "--preprocess", help="neckkit, or paper: the authors' PIL bicubic crops and unclamped resizes."),
     anchor: list[str] | None = typer.Option(None, "--anchor", help="Curve to compute BD-rates against too, e.g. neck/d1/tic (repeat)."),
     rate: str = typer.Option("bpp", "--rate", help="Plot against bpp (.nk file bytes) or estimated_bpp."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
@@ -181,6 +182,10 @@ def evaluate(
     from neckkit.training.distributed import World, device_for
 
     started = time.perf_counter()
+    from neckkit.interfaces.preprocess import PREPROCESS_MODES, preprocessing
+
+    if preprocess not in PREPROCESS_MODES:
+        raise NeckkitError(f"--preprocess must be one of {', '.join(PREPROCESS_MODES)}, got {preprocess!r}")
     if rate not in ("bpp", "estimated_bpp"):
         raise NeckkitError(f"--rate must be bpp or estimated_bpp, got {rate!r}")
     if caption_tokenizer not in ("auto", "ptb", "simple"):
@@ -216,7 +221,8 @@ def evaluate(
             label = unique(f"{name} q{q}" if q is not None else name, taken)
             points.append(RatePoint(label, name, model.eval(), stored_options(options), info={"quality": q}))
 
-    images = open_image_set(data, DataConfig())
+    data_config = DataConfig(preprocess=preprocess)
+    images = open_image_set(data, data_config, split="eval")
     root = data if data is not None else Path(images.paths[0]).parent
     indices = list(range(len(images)))[:limit]
     keys = [Path(images.paths[i]).relative_to(root).as_posix() for i in indices]
@@ -250,17 +256,18 @@ def evaluate(
             batch_images.clear()
 
     loop_started = time.perf_counter()
-    for index, key in progress(list(zip(indices, keys, strict=True)), "evaluating", enabled=not no_progress):
-        try:
-            image = read_image(images, index, full_size)
-        except NeckkitError as error:
-            read_failures.append({"image": key, "point": "read", "error": str(error)})
-            continue
-        if batch_images and (image.shape != batch_images[0].shape or len(batch_images) >= batch_size):
-            flush()
-        batch_keys.append(key)
-        batch_images.append(image)
-    flush()
+    with preprocessing(preprocess):
+        for index, key in progress(list(zip(indices, keys, strict=True)), "evaluating", enabled=not no_progress):
+            try:
+                image = read_image(images, index, full_size)
+            except NeckkitError as error:
+                read_failures.append({"image": key, "point": "read", "error": str(error)})
+                continue
+            if batch_images and (image.shape != batch_images[0].shape or len(batch_images) >= batch_size):
+                flush()
+            batch_keys.append(key)
+            batch_images.append(image)
+        flush()
     stages = {"load": round(loop_started - started, 3), "evaluate": round(time.perf_counter() - loop_started, 3)}
 
     scoring_started = time.perf_counter()
@@ -273,7 +280,8 @@ def evaluate(
         "data": str(data) if data is not None else "bundled photos",
         "images": len(indices),
         "evaluated": evaluated,
-        "crop": None if full_size else DataConfig().crop,
+        "crop": None if full_size else data_config.crop,
+        "preprocess": preprocess,
         "encoder": encoder_name,
         "mllm": mllm_name,
         "rate_axis": rate,

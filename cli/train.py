@@ -150,6 +150,7 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint."),
     init: Path | None = typer.Option(None, "--init", help="Start from this checkpoint's neck (and codec): e.g. a d1 run for d2/d3."),
     overrides: list[str] | None = typer.Option(None, "--set", help="Config override key=value, e.g. optim.lr=3e-4."),
+    preprocess: str | None = typer.Option(None, "--preprocess", help="neckkit (default) or paper: the authors' PIL crops, unclamped resizes (data.preprocess)."),
     codec_opt: list[str] | None = typer.Option(None, "--codec-opt", help="Other codec option, name=value."),
     encoder_opt: list[str] | None = typer.Option(None, "--encoder-opt", help="Other encoder option, name=value."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
@@ -158,6 +159,8 @@ def train(
 ) -> None:
     """Train a transform-neck (scenario d1, d2 or d3); checkpoints, metrics and the summary go to --out."""
     host = ctx.obj.host
+    if preprocess is not None:
+        overrides = [*(overrides or []), f"data.preprocess={preprocess}"]
     weights = str(codec_weights) if codec_weights is not None else None
     c_options = component_options(codec_opt, quality=quality, weights=weights, tiny=tiny, random_init=random_init)
     e_options = component_options(encoder_opt, weights=encoder_weights, tiny=tiny, random_init=random_init)

@@ -604,7 +604,8 @@ def test_check_codec() -> None:
         check_codec(nk, "tic", "ef01" * 4)
     assert str(caught.value) == (
         "the .nk file: weights fingerprint abcdabcdabcdabcd differs from the loaded codec's ef01ef01ef01ef01; "
-        "pass the same --codec-weights / --quality (or --neck) used to compress"
+        "pass the same --codec-weights / --quality (or --neck) used to compress (a checkpoint's stored "
+        "entropy tables count as part of the weights)"
     )
 
 

@@ -120,3 +120,25 @@ def test_tic_file_and_checkpoint_tables_are_kept(tmp_path: Path) -> None:
     load_codec_weights(again, codec.state_dict(), "codec.safetensors")
     assert entropy_tables(again) == "stored" and again.compress(x).strings == payload.strings
     assert torch.equal(again.decompress_latent(payload), codec.analyze(x).y_hat)
+
+
+def test_the_nk_fingerprint_names_stored_tables_so_a_rebuilt_codec_refuses_the_stream(tmp_path: Path) -> None:
+    """Same weights, other tables: the .nk fingerprint differs, and decoding is refused, not wrong."""
+    import pytest
+
+    from neckkit.bitstream import NkFile, check_codec, codec_fingerprint, stream_fingerprint
+    from neckkit.errors import NeckkitError
+
+    path, _ = _zoo_file(tmp_path)
+    stored = build_zoo("bmshj2018-hyperprior", tiny=True, weights=path)
+    rebuilt = build_zoo("bmshj2018-hyperprior", tiny=True, weights=path)
+    rebuilt.update_entropy_tables()
+    assert (entropy_tables(stored), entropy_tables(rebuilt)) == ("stored", "rebuilt")
+    assert codec_fingerprint(stored) == codec_fingerprint(rebuilt) == stream_fingerprint(rebuilt)  # the weights' alone
+    assert stream_fingerprint(stored) != stream_fingerprint(rebuilt) and len(stream_fingerprint(stored)) == 16
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    nk = NkFile.from_payload(stored.compress(x), codec="bmshj2018-hyperprior", fingerprint=stream_fingerprint(stored),
+                             original_size=(64, 64), padding=(0, 0, 0, 0))
+    check_codec(nk, "bmshj2018-hyperprior", stream_fingerprint(build_zoo("bmshj2018-hyperprior", tiny=True, weights=path)))
+    with pytest.raises(NeckkitError, match="stored entropy tables count as part of the weights"):
+        check_codec(nk, "bmshj2018-hyperprior", stream_fingerprint(rebuilt))

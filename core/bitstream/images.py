@@ -34,13 +34,18 @@ def image_to_tensor(image: Image.Image) -> Tensor:
 
 def load_image(path: str | Path) -> Tensor:
     """Read an image file as [1, 3, H, W] in [0, 1]; anything unreadable is one clear error."""
+    return image_to_tensor(load_pil_image(path))
+
+
+def load_pil_image(path: str | Path) -> Image.Image:
+    """Read an image file as an RGB PIL image (for PIL-based preprocessing); one clear error if unreadable."""
     path = Path(path)
     if not path.is_file():
         raise NeckkitError(f"image {path} does not exist")
     try:
         with Image.open(path) as image:
             image.load()
-            return image_to_tensor(image)
+            return to_rgb(image)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
         raise NeckkitError(f"{path} is not a readable image ({type(error).__name__}: {error})") from None
 

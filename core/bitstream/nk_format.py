@@ -23,7 +23,8 @@ The header is one JSON object with exactly these keys (written compact, keys sor
 
     codec          str    registered codec name, e.g. "elic" (lower-case words, '-' and '.')
     fingerprint    str    16 lower-case hex digits: neckkit.loading.weights.fingerprint of the codec's
-                          weights without its entropy-coder tables (codec_fingerprint)
+                          weights without its entropy-coder tables (codec_fingerprint), or with
+                          them when they are a file's and differ from a rebuild (stream_fingerprint)
     options        object codec factory options, e.g. {"quality": 3}; may be {}. JSON values
                           only: null, booleans, 64-bit integers, finite numbers, strings,
                           lists, objects; nested at most 8 levels

@@ -9,6 +9,8 @@ repeating literals.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import ConfigDict, Field, model_validator
 
 from neckkit.config.base import NeckkitConfig
@@ -80,6 +82,9 @@ class DataConfig(NeckkitConfig):
 
     resize: int = Field(256, ge=1, description="short side after resizing (code)")
     crop: int = Field(256, ge=1, description="side of the centre crop (code)")
+    preprocess: Literal["neckkit", "paper"] = Field(
+        "neckkit", description="neckkit: tensor bicubic crops, clamped resizes; paper: the authors' PIL crops "
+        "(bilinear to train, bicubic to evaluate), unclamped encoder resize (code)")
 
 
 class ScenarioConfig(NeckkitConfig):

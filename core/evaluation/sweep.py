@@ -51,9 +51,9 @@ class RatePoint:
     fingerprint: str = field(init=False)  # of the codec's weights, written into every .nk header
 
     def __post_init__(self) -> None:
-        from neckkit.bitstream.container import codec_fingerprint
+        from neckkit.bitstream.container import stream_fingerprint
 
-        self.fingerprint = codec_fingerprint(self.codec)
+        self.fingerprint = stream_fingerprint(self.codec)
 
     @property
     def paths(self) -> tuple[str, ...]:

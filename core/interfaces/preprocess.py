@@ -1,8 +1,22 @@
-"""Image preprocessing shared by encoders: resize, crop and normalise batches in [0, 1]."""
+"""Image preprocessing shared by encoders: resize, crop and normalise batches in [0, 1].
+
+Two pipelines (``DataConfig.preprocess``, ``--preprocess``):
+
+- ``neckkit`` (default): crops are resized on tensors (antialiased bicubic), and every resize is
+  clamped back to [0, 1] before normalising (bicubic overshoots).
+- ``paper``: the authors' own: training crops through torchvision's PIL transforms,
+  ``Resize(256)`` (bilinear, PIL's default) + ``CenterCrop(256)``, evaluation crops the same with
+  bicubic, and the encoder's resize of the crop (e.g. 256 -> 224) is normalised unclamped.
+  :func:`preprocessing` switches the clamp for the code inside it (a context variable: per thread
+  and per task); :func:`pil_resize_center_crop` makes the crops.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextvars
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -12,6 +26,43 @@ from torch import Tensor
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 BICUBIC = TF.InterpolationMode.BICUBIC
+PREPROCESS_MODES = ("neckkit", "paper")
+_CLAMP_AFTER_RESIZE: contextvars.ContextVar[bool] = contextvars.ContextVar("neckkit_clamp_after_resize", default=True)
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+@contextmanager
+def preprocessing(mode: str) -> Iterator[None]:
+    """Inside: encoders' resizes are clamped to [0, 1] (``neckkit``) or not (``paper``)."""
+    if mode not in PREPROCESS_MODES:
+        raise ValueError(f"preprocess must be one of {', '.join(PREPROCESS_MODES)}, got {mode!r}")
+    token = _CLAMP_AFTER_RESIZE.set(mode != "paper")
+    try:
+        yield
+    finally:
+        _CLAMP_AFTER_RESIZE.reset(token)
+
+
+def _clamped(x01: Tensor) -> Tensor:
+    return x01.clamp(0, 1) if _CLAMP_AFTER_RESIZE.get() else x01
+
+
+def pil_resize_center_crop(image: Image.Image, resize: int, crop: int, interpolation: str = "bilinear") -> Tensor:
+    """The authors' crop: torchvision ``Resize(resize)`` + ``CenterCrop(crop)`` + ``ToTensor`` on a PIL image.
+
+    ``interpolation``: ``bilinear`` (their training crops, torchvision's default) or ``bicubic``
+    (their evaluation crops). -> [1, 3, crop, crop] in [0, 1], 8-bit steps as PIL resizes in 8 bits.
+    """
+    from torchvision import transforms
+
+    modes = {"bilinear": transforms.InterpolationMode.BILINEAR, "bicubic": transforms.InterpolationMode.BICUBIC}
+    if interpolation not in modes:
+        raise ValueError(f"interpolation must be bilinear or bicubic, got {interpolation!r}")
+    pipeline = transforms.Compose([transforms.Resize(resize, interpolation=modes[interpolation]),
+                                   transforms.CenterCrop(crop), transforms.ToTensor()])
+    return pipeline(image).unsqueeze(0)
 
 
 def _check_images(x01: Tensor) -> None:
@@ -20,10 +71,13 @@ def _check_images(x01: Tensor) -> None:
 
 
 def normalize(x01: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
-    """``(x - mean) / std`` per channel, after clamping to [0, 1] (bicubic resizing overshoots)."""
+    """``(x - mean) / std`` per channel, after clamping to [0, 1] (bicubic resizing overshoots).
+
+    Inside ``preprocessing("paper")`` the clamp is skipped, as in the authors' code.
+    """
     mean_t = torch.tensor(mean, dtype=x01.dtype, device=x01.device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=x01.dtype, device=x01.device).view(1, 3, 1, 1)
-    return (x01.clamp(0, 1) - mean_t) / std_t
+    return (_clamped(x01) - mean_t) / std_t
 
 
 def resize_center_crop(x01: Tensor, resize: int, crop: int, interpolation: TF.InterpolationMode = BICUBIC) -> Tensor:
@@ -34,7 +88,7 @@ def resize_center_crop(x01: Tensor, resize: int, crop: int, interpolation: TF.In
     _check_images(x01)
     if min(x01.shape[-2:]) != resize:
         x01 = TF.resize(x01, [resize], interpolation=interpolation, antialias=True)
-    return TF.center_crop(x01, [crop, crop]).clamp(0, 1)
+    return _clamped(TF.center_crop(x01, [crop, crop]))
 
 
 def resize_center_crop_normalize(

@@ -29,6 +29,7 @@ from neckkit.loading.weights import state_dict_mismatches
 CODER_TABLES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")  # what a CDF table is, per entropy model
 TABLES_ATTR = "_neckkit_entropy_tables"  # on the library model: (source, stamp of its bottleneck parameters)
+_DIFFER_ATTR = "_neckkit_tables_differ"  # on the library model: (stamp, whether stored tables differ from a rebuild)
 STORED, REBUILT = "stored", "rebuilt"
 WRAPPER_KEYS = ("state_dict", "model", "net")
 STRIPPED_SUBSTRINGS = ("module.",)
@@ -145,6 +146,39 @@ def stored_tables_current(model: nn.Module) -> bool:
     """Whether ``model`` codes with a file's stored tables and its entropy parameters have not changed since."""
     mark = getattr(model, TABLES_ATTR, None)
     return bool(mark) and mark[0] == STORED and mark[1] == _parameter_stamp(model)
+
+
+def stored_tables_differ(model: nn.Module) -> bool:
+    """Whether ``model`` codes with stored tables that differ from those ``update()`` builds from its weights.
+
+    False for rebuilt tables and for stored ones that equal a rebuild (e.g. tables neckkit saved
+    in its own checkpoints); True for e.g. the authors' CompressAI 1.2.0 tables. Computed on copies
+    of the entropy models, once per set of weights.
+    """
+    import copy
+
+    from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+
+    inner = model if getattr(model, TABLES_ATTR, None) else getattr(model, "model", model)
+    if not stored_tables_current(inner):
+        return False
+    cached = getattr(inner, _DIFFER_ATTR, None)
+    if cached is not None and cached[0] == _parameter_stamp(inner):
+        return cached[1]
+    differ = False
+    for _, module in _entropy_models(inner):
+        fresh = copy.deepcopy(module)
+        if isinstance(fresh, GaussianConditional):
+            fresh.update_scale_table(fresh.scale_table, force=True)
+        elif isinstance(fresh, EntropyBottleneck):
+            fresh.update(force=True)
+        else:
+            continue
+        if any(not torch.equal(getattr(fresh, name), getattr(module, name)) for name in TABLE_BUFFERS):
+            differ = True
+            break
+    object.__setattr__(inner, _DIFFER_ATTR, (_parameter_stamp(inner), differ))
+    return differ
 
 
 def load_codec_state(

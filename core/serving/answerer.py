@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from neckkit.bitstream import NkFile, bpp, check_codec, codec_fingerprint, decode_nk, read_nk
+from neckkit.bitstream import NkFile, bpp, check_codec, decode_nk, read_nk, stream_fingerprint
 from neckkit.bitstream.images import load_image
 from neckkit.bitstream.padding import pad_to_multiple
 from neckkit.errors import NeckkitError
@@ -84,7 +84,7 @@ class Answerer:
             raise NeckkitError("an answerer needs both the codec and the neck, or neither (uncompressed only)")
         self.checkpoint, self.mllm_name, self.mllm = checkpoint, mllm_name, mllm
         self.codec_name, self.codec, self.neck = codec_name, codec, neck
-        self.codec_fingerprint = codec_fingerprint(codec) if codec is not None else None
+        self.codec_fingerprint = stream_fingerprint(codec) if codec is not None else None
         self.load_seconds = dict(load_seconds or {})
         self._synthesis = SynthesisCounter(codec) if codec is not None else None
         self._device = next(neck.parameters()).device if neck is not None else torch.device("cpu")

@@ -6,8 +6,10 @@
 - A folder of images is unlabelled: distillation only.
 - No folder: the photos bundled with neckkit (unlabelled).
 
-Images are cropped as in the paper (resize the short side to 256, centre crop 256, kept in [0, 1]).
-Unreadable files are skipped and counted, never fatal.
+Images are cropped as in the paper (resize the short side to 256, centre crop 256, kept in [0, 1]):
+on tensors (``DataConfig.preprocess = "neckkit"``), or with the authors' PIL transforms (``"paper"``:
+bilinear for the training split, bicubic for the evaluation split). Unreadable files are skipped and
+counted, never fatal.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from neckkit.bitstream.images import IMAGE_SUFFIXES, load_image
+from neckkit.bitstream.images import IMAGE_SUFFIXES, load_image, load_pil_image
 from neckkit.config.paper import DataConfig
 from neckkit.errors import NeckkitError
-from neckkit.interfaces.preprocess import resize_center_crop
+from neckkit.interfaces.preprocess import pil_resize_center_crop, resize_center_crop
 
 WORDNET_ID = re.compile(r"^n\d{8}$")
 
@@ -44,6 +46,7 @@ class ImageSet(Dataset):
     class_names: list[str] | None = None
     config: DataConfig = field(default_factory=DataConfig)
     skipped: list[str] = field(default_factory=list)  # "path: reason" of unreadable files
+    split: str = "train"  # "train" or "eval": which of the paper's interpolations its crops use
 
     @property
     def labelled(self) -> bool:
@@ -54,12 +57,17 @@ class ImageSet(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, int] | None:
         """The cropped image and its label (-1 when unlabelled); ``None`` for an unreadable file."""
+        paper = self.config.preprocess == "paper"
         try:
-            image = load_image(self.paths[index])
+            image = load_pil_image(self.paths[index]) if paper else load_image(self.paths[index])
         except NeckkitError as error:
             self.skipped.append(str(error))
             return None
-        crop = resize_center_crop(image, self.config.resize, self.config.crop)[0]  # [3, crop, crop]
+        if paper:
+            interpolation = "bilinear" if self.split == "train" else "bicubic"
+            crop = pil_resize_center_crop(image, self.config.resize, self.config.crop, interpolation)[0]
+        else:
+            crop = resize_center_crop(image, self.config.resize, self.config.crop)[0]  # [3, crop, crop]
         return crop, self.labels[index] if self.labels is not None else -1
 
 
@@ -78,13 +86,18 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def open_image_set(folder: str | Path | None = None, config: DataConfig | None = None) -> ImageSet:
-    """The images of ``folder`` (see the module docstring); the bundled photos when ``None``."""
+def open_image_set(folder: str | Path | None = None, config: DataConfig | None = None, split: str = "train") -> ImageSet:
+    """The images of ``folder`` (see the module docstring); the bundled photos when ``None``.
+
+    ``split``: ``train`` or ``eval``, the crops' interpolation under ``preprocess = "paper"``.
+    """
+    if split not in ("train", "eval"):
+        raise NeckkitError(f"split must be train or eval, got {split!r}")
     config = config or DataConfig()
     if folder is None:
         from neckkit.samples import sample_images
 
-        return ImageSet(sample_images(), config=config)
+        return ImageSet(sample_images(), config=config, split=split)
     root = Path(folder)
     if not root.is_dir():
         raise NeckkitError(f"data folder {root} does not exist")
@@ -93,7 +106,7 @@ def open_image_set(folder: str | Path | None = None, config: DataConfig | None =
         paths = _images_in(root)
         if not paths:
             raise NeckkitError(f"data folder {root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        return ImageSet(paths, config=config)
+        return ImageSet(paths, config=config, split=split)
     if all(WORDNET_ID.match(d.name) for d in class_dirs):
         from neckkit.training.zero_shot import imagenet_class_names
 
@@ -110,4 +123,4 @@ def open_image_set(folder: str | Path | None = None, config: DataConfig | None =
         for path in _images_in(directory):
             paths.append(path)
             labels.append(class_of[directory.name])
-    return ImageSet(paths, labels, class_names, config=config)
+    return ImageSet(paths, labels, class_names, config=config, split=split)

@@ -28,7 +28,10 @@ def data_fingerprint(paths: Sequence[Path], config: DataConfig) -> str:
     dataset skips it). Labels are not included: they follow from the paths for folders read by
     :func:`neckkit.training.data.open_image_set`.
     """
-    digest = hashlib.sha256(f"resize={config.resize};crop={config.crop}\0".encode())
+    crops = f"resize={config.resize};crop={config.crop}"
+    if config.preprocess != "neckkit":  # the default adds nothing: caches made before the option stay valid
+        crops += f";preprocess={config.preprocess}"
+    digest = hashlib.sha256(f"{crops}\0".encode())
     for path in paths:
         resolved = Path(path).resolve()
         try:

@@ -283,6 +283,13 @@ class Trainer:
         return DistributedDataParallel(self.path, device_ids=device_ids, find_unused_parameters=joint)
 
     def run(self, resume: bool = False) -> TrainResult:
+        """Train (or, with ``resume``, continue) under the config's preprocessing pipeline."""
+        from neckkit.interfaces.preprocess import preprocessing
+
+        with preprocessing(self.config.data.preprocess):
+            return self._run(resume)
+
+    def _run(self, resume: bool) -> TrainResult:
         config, run_dir = self.config, self.run_dir
         start_time = time.perf_counter()
         start = self._restore() if resume else 0
