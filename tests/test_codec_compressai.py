@@ -7,6 +7,7 @@ The property every family must keep: ``analyze(x).y_hat`` is bit for bit what
 from __future__ import annotations
 
 import copy
+import math
 import re
 import urllib.error
 import urllib.request
@@ -430,3 +431,28 @@ def test_malformed_payload_is_one_error(tiny: _Cache) -> None:
     broken = LatentPayload(strings=payload.strings[:-1], shape=payload.shape)
     with pytest.raises(NeckkitError, match="11 streams"):
         codec.decompress_latent(broken)
+
+
+def test_cached_table_decoding_equals_compressais_and_follows_new_tables(tiny: _Cache) -> None:
+    """The Gaussian conditional's decompress with cached tables gives CompressAI's own output, also after an update."""
+    from compressai.entropy_models import GaussianConditional
+
+    codec = tiny("mbt2018-mean")
+    gc = codec.model.gaussian_conditional
+    assert "decompress" in gc.__dict__  # the cached-table decoder is installed
+    x = _image(2, 64, 64, seed=5)
+    payload = codec.compress(x)
+    m = codec.model
+    z_hat = m.entropy_bottleneck.decompress(payload.strings[1], payload.shape)
+    scales, means = m.h_s(z_hat).chunk(2, 1)
+    indexes = gc.build_indexes(scales)
+    ours = gc.decompress(payload.strings[0], indexes, means=means)
+    assert torch.equal(ours, GaussianConditional.decompress(gc, payload.strings[0], indexes, means=means))
+    # new tables (another scale table): the cache is rebuilt, and decoding follows CompressAI again
+    gc.update_scale_table(torch.exp(torch.linspace(math.log(0.2), math.log(64), 32)), force=True)
+    indexes = gc.build_indexes(scales)
+    strings = gc.compress(torch.round(m.g_a(x) - means) + means, indexes, means=means)
+    assert torch.equal(gc.decompress(strings, indexes, means=means),
+                       GaussianConditional.decompress(gc, strings, indexes, means=means))
+    with pytest.raises(ValueError, match="Invalid strings or indexes parameters"):
+        gc.decompress(strings[:1], indexes, means=means)

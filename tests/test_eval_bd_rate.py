@@ -59,3 +59,14 @@ def test_bd_table_against_reconstruction_and_named_anchor():
     assert all(e["bd_rate"] is None and e["reason"] for e in d3)
     assert any("no curve named 'missing'" in e["reason"] for e in d3)
     assert not any(math.isnan(e["bd_rate"]) for e in table if e["bd_rate"] is not None)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_quality_offset_on_a_log_linear_curve_gives_the_hand_computed_rate(method):
+    """q = 0.5 + 0.1 log10(r); the test curve is 0.02 better: at equal quality log10(r) drops by 0.2."""
+    rates = [0.05, 0.1, 0.3, 0.7, 1.2]
+    anchor = [0.5 + 0.1 * math.log10(r) for r in rates]
+    test = [q + 0.02 for q in anchor]
+    expected = 100 * (10 ** -0.2 - 1)  # -36.904 %
+    assert bd_rate(rates, anchor, rates, test, method=method) == pytest.approx(expected, abs=1e-6)
+    assert bd_quality(rates, anchor, rates, test, method=method) == pytest.approx(0.02, abs=1e-9)

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from neckkit.loading.codec_weights import REBUILT, mark_entropy_tables, stored_tables_current
 from neckkit.plugin_api import CODER_TABLES, Analysis, Codec, LatentPayload, NeckkitError
+from neckkit.plugins.codecs.cached_tables import cache_decoding_tables
 
 __all__ = [
     "HYPER_STRIDE",
@@ -100,6 +101,7 @@ class CompressAICodec(Codec):
         super().__init__()
         self.model = model
         self.name = name or type(model).__name__
+        cache_decoding_tables(model)  # decode without converting the CDF table on every call
         self.latent_channels = self._latent_channels()
         self._tables_stamp: tuple[Any, ...] | None = None
         self.register_load_state_dict_pre_hook(_resize_coder_tables)

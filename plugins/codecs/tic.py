@@ -58,6 +58,7 @@ from neckkit.plugin_api import (
     load_codec_state,
     read_state_dict,
 )
+from neckkit.plugins.codecs.cached_tables import cache_decoding_tables
 
 __all__ = [
     "CONSTRUCTION_RESOLUTION",
@@ -375,6 +376,7 @@ class TicCodec(Codec):
         self.pad_multiple = model.pad_multiple
         self.quality = quality
         self._tables_stale = True
+        cache_decoding_tables(model)  # decode without converting the CDF table on every call
 
     # -- entropy-coder tables -----------------------------------------------------------------
     def update_tables(self) -> None:
