@@ -19,11 +19,7 @@ from typing import Any
 import typer
 
 from neckkit.cli.components import component_options
-from neckkit.errors import NeckkitError
-
-# The fields of AskResult.as_dict(), in order: what the local `ask --json` prints.
-_REPORT_FIELDS = ("source", "mllm", "prompts", "path", "codec", "bpp", "payload_bpp", "latent_shape",
-                  "synthesis_calls", "answers", "answer", "seconds")
+from neckkit.errors import NeckkitError, describe_error
 
 
 def ask(
@@ -117,8 +113,7 @@ def ask_server(url: str, source: Path, prompts: list[str], generation: dict[str,
     except httpx.TimeoutException:
         raise NeckkitError(f"the server at {base} did not answer within {timeout:g} s (--timeout)") from None
     except httpx.HTTPError as error:
-        detail = " ".join(str(error).split()) or type(error).__name__
-        raise NeckkitError(f"cannot reach the server at {base} ({type(error).__name__}: {detail})") from None
+        raise NeckkitError(f"cannot reach the server at {base} ({describe_error(error)})") from None
 
 
 def _reply_json(response: Any) -> dict[str, Any]:
@@ -155,8 +150,10 @@ def _ask_nk(client: Any, source: Path, data: bytes, prompts: list[str], generati
     form: dict[str, Any] = {"prompt": list(prompts)}
     form.update((key, _form_value(value)) for key, value in generation.items())
     response = client.post("/v1/ask", data=form, files={"file": (source.name, data, "application/x-neckkit-nk")})
+    from neckkit.serving.requests import REPORT_FIELDS
+
     body = _reply_json(response)
-    report = {key: body[key] for key in _REPORT_FIELDS if key in body}
+    report = {key: body[key] for key in REPORT_FIELDS if key in body}
     if "answers" not in report:
         raise NeckkitError("the server's reply has no answers")
     report["source"] = str(source)  # as the local command shows it (the server saw bytes only)
@@ -210,7 +207,7 @@ def _ask_image(client: Any, source: Path, data: bytes, prompts: list[str], gener
         for stage, value in (extra.get("seconds") or {}).items():  # several prompts: the stages summed
             seconds[stage] = round(seconds.get(stage, 0.0) + float(value), 4)
     codec = extra.get("codec")
-    if codec is None:  # the chat reply does not name the codec; /health does
+    if codec is None:  # a server whose chat reply does not name the codec: /health does
         codec = _reply_json(client.get("/health")).get("codec")
     report: dict[str, Any] = {"source": str(source), "mllm": model, "prompts": list(prompts), "path": "neck",
                               "codec": codec, "bpp": extra.get("bpp"),

@@ -16,6 +16,7 @@ from neckkit.errors import NeckkitError
 from neckkit.samples import sample_images
 from neckkit.serving import Answerer, AskRequest, AskResult
 from neckkit.serving.machine_path import SynthesisCounter
+from neckkit.serving.requests import REPORT_FIELDS
 
 GREEDY = {"max_new_tokens": 4, "num_beams": 1, "do_sample": False}
 
@@ -83,7 +84,7 @@ def test_a_result_has_exactly_the_fields_of_ask_json(answerer: Answerer, served)
     printed = json.loads(output)
     result = answerer.answer(request(nk, "What is this?"))
     report = result.as_dict()
-    assert list(report) == list(printed)
+    assert list(report) == list(printed) == list(REPORT_FIELDS)  # what ask --server keeps of a reply
     assert {key: report[key] for key in ("source", "answers", "bpp", "payload_bpp", "latent_shape")} == {
         key: printed[key] for key in ("source", "answers", "bpp", "payload_bpp", "latent_shape")
     }

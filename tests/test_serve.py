@@ -186,6 +186,7 @@ def test_the_openai_route_with_a_nk_and_with_a_png(server: Server, served) -> No
     extra = body["neckkit"]
     assert extra["compressed_here"] is False and extra["bpp"] == pytest.approx(expected["bpp"])
     assert extra["latent_shape"] == expected["latent_shape"] and "entropy_decode" in extra["seconds"]
+    assert (extra["codec"], extra["synthesis_calls"]) == (expected["codec"], expected["synthesis_calls"])
     png = io.BytesIO()
     with Image.open(photo) as image:
         image.convert("RGB").save(png, format="PNG")

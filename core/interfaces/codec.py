@@ -37,6 +37,11 @@ class Analysis(_AnalysisFields):
             self.latents = MappingProxyType({name: tensor.detach() for name, tensor in latents.items()})
         return self
 
+    def latent_for(self, name: str, x: Tensor) -> Tensor | None:
+        """``latents[name]`` when this analysis can be of ``x`` (same batch size), else None."""
+        latent = self.latents.get(name)
+        return latent if latent is not None and latent.shape[0] == x.shape[0] else None
+
 
 @dataclass(frozen=True)
 class LatentPayload:

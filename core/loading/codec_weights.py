@@ -133,12 +133,18 @@ def mark_entropy_tables(model: nn.Module, source: str) -> None:
     object.__setattr__(model, TABLES_ATTR, (source, _parameter_stamp(model)))
 
 
+def _marked(model: nn.Module) -> nn.Module:
+    """The module carrying the tables' mark: ``model``, or a neckkit adapter's library model (``.model``)."""
+    inner = getattr(model, "model", None)
+    return inner if getattr(model, TABLES_ATTR, None) is None and isinstance(inner, nn.Module) else model
+
+
 def entropy_tables(model: nn.Module) -> str | None:
     """"stored" (the file's tables), "rebuilt" (built by ``update()`` here) or None (not recorded).
 
     Accepts a neckkit codec adapter that keeps the library model as ``.model``.
     """
-    mark = getattr(model, TABLES_ATTR, None) or getattr(getattr(model, "model", None), TABLES_ATTR, None)
+    mark = getattr(_marked(model), TABLES_ATTR, None)
     return mark[0] if mark else None
 
 
@@ -159,7 +165,7 @@ def stored_tables_differ(model: nn.Module) -> bool:
 
     from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 
-    inner = model if getattr(model, TABLES_ATTR, None) else getattr(model, "model", model)
+    inner = _marked(model)
     if not stored_tables_current(inner):
         return False
     cached = getattr(inner, _DIFFER_ATTR, None)
@@ -199,16 +205,9 @@ def load_codec_state(
     if problems:
         raise NeckkitError(f"{source} does not fit {type(model).__name__}: {'; '.join(problems)}")
     tables = stored_tables(model, state)
-    for key, value in expected.items():  # tables the file lacks: keep the model's own (rebuilt below)
-        if key not in state or (_is_table(key) and tables is None):
+    for key, value in expected.items():  # the model's own tables load as they are; the file's are installed below
+        if key not in state or _is_table(key):
             state[key] = value
-    if tables is not None:  # table buffers take the file's sizes (they depend on the weights)
-        for key, value in tables.items():
-            owner, _, buffer = key.rpartition(".")
-            module = model.get_submodule(owner)
-            current = module._buffers[buffer]
-            if current.shape != value.shape:
-                module._buffers[buffer] = torch.empty(value.shape, dtype=current.dtype, device=current.device)
     model.load_state_dict(state, strict=False)  # some models rebuild tables here: the stored ones go back below
     if tables is not None:
         install_tables(model, tables)

@@ -29,7 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from neckkit.errors import NeckkitError
+from neckkit.errors import NeckkitError, describe_error
 from neckkit.serving.batcher import Batcher, BatcherClosed
 from neckkit.serving.metrics import CONTENT_TYPE_LATEST, ServeMetrics
 from neckkit.serving.requests import AskRequest, AskResult
@@ -208,6 +208,8 @@ def generation_options(values: dict[str, Any]) -> dict[str, Any]:
 
 
 GENERATION_FIELDS = ("max_new_tokens", "num_beams", "do_sample", "temperature")
+# The ``ask --json`` fields a chat reply carries under "neckkit" (the answer itself is in choices).
+CHAT_REPORT_FIELDS = ("codec", "bpp", "payload_bpp", "latent_shape", "synthesis_calls", "seconds")
 
 
 def decode_image(data: bytes, media: str) -> Any:
@@ -226,8 +228,7 @@ def decode_image(data: bytes, media: str) -> Any:
     except ApiError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise ApiError(400, "bad_request", f"the {media} image is not readable ({type(error).__name__}: {error})") \
-            from None
+        raise ApiError(400, "bad_request", f"the {media} image is not readable ({describe_error(error)})") from None
 
 
 def parse_data_url(url: Any) -> tuple[str, bytes]:
@@ -335,6 +336,7 @@ def create_app(
             yield
         finally:
             metrics.request_seconds.labels(route=route).observe(time.perf_counter() - start)
+
     state = _State()
 
     def count_error(route: str, kind: str) -> None:
@@ -395,8 +397,8 @@ def create_app(
     @app.exception_handler(Exception)
     async def internal_error(request: Request, error: Exception) -> JSONResponse:
         metrics.errors.labels(kind="internal").inc()
-        message = f"{type(error).__name__}: {error}"
-        print(f"neckkit serve: internal error: {' '.join(message.split())}", file=sys.stderr, flush=True)
+        message = describe_error(error)
+        print(f"neckkit serve: internal error: {message}", file=sys.stderr, flush=True)
         return JSONResponse(error_body("internal", message), status_code=500)
 
     def batcher() -> Batcher:
@@ -445,8 +447,7 @@ def create_app(
                 try:
                     form = await request.form(max_files=4, max_fields=64, max_part_size=settings.max_body_bytes)
                 except Exception as error:  # noqa: BLE001  (python-multipart's and starlette's parse errors)
-                    raise ApiError(400, "bad_request", f"unreadable multipart body ({type(error).__name__}: "
-                                                       f"{error})") from None
+                    raise ApiError(400, "bad_request", f"unreadable multipart body ({describe_error(error)})") from None
                 try:
                     prompts = _prompts(form.getlist("prompt"))
                     upload = form.get("file")
@@ -501,9 +502,8 @@ def create_app(
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": result.answers[0]},
                              "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-                "neckkit": {"bpp": result.bpp, "payload_bpp": result.payload_bpp, "latent_shape": result.latent_shape,
-                            "seconds": report["seconds"], "compressed_here": result.compressed_here,
-                            "batch_size": result.batch_size},
+                "neckkit": {**{key: report.get(key) for key in CHAT_REPORT_FIELDS},
+                            "compressed_here": result.compressed_here, "batch_size": result.batch_size},
             })
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, on_refused=count_error)

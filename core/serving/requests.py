@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from neckkit.bitstream.nk_format import NkFile
 
-__all__ = ["AskRequest", "AskResult"]
+__all__ = ["REPORT_FIELDS", "AskRequest", "AskResult"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,12 @@ class AskRequest:
     def generation_key(self) -> tuple[tuple[str, str], ...]:
         """Requests batch together only when their generation options are equal."""
         return tuple(sorted((key, repr(value)) for key, value in self.generation.items()))
+
+
+# What ``neckkit ask --json`` prints, in its order (:meth:`AskResult.as_dict`; the uncompressed
+# baseline leaves out the codec fields).
+REPORT_FIELDS = ("source", "mllm", "prompts", "path", "codec", "bpp", "payload_bpp", "latent_shape",
+                 "synthesis_calls", "answers", "answer", "seconds")
 
 
 @dataclass

@@ -62,12 +62,10 @@ def rebuild_entropy_tables(codec: Codec) -> None:
     the saved weights alone, so a resumed run (which loads them as stored) and an uninterrupted one hold
     the same tables at every later point and end byte-identical in every tensor.
     """
-    for name in ("update_entropy_tables", "update_tables"):  # CompressAI adapters, TIC
-        rebuild = getattr(codec, name, None)
-        if callable(rebuild):
-            with torch.no_grad():
-                rebuild()
-            return
+    rebuild = getattr(codec, "update_entropy_tables", None)  # the built-in adapters (CompressAI, TIC)
+    if callable(rebuild):
+        with torch.no_grad():
+            rebuild()
 
 
 class RunCheckpoints:

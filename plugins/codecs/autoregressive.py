@@ -77,8 +77,8 @@ class AutoregressiveCodec(CompressAICodec):
         self.check_input(x)
         self._ensure_tables()
         m = self.model
-        y = analysis.latents.get("y") if analysis is not None else None
-        if y is None or y.shape[0] != x.shape[0]:
+        y = analysis.latent_for("y", x) if analysis is not None else None
+        if y is None:
             y = m.g_a(x)
         z = m.h_a(y)
         z_strings = m.entropy_bottleneck.compress(z)

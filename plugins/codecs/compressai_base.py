@@ -161,8 +161,8 @@ class CompressAICodec(Codec):
         """CompressAI's ``compress``; with ``analysis`` (of this ``x``), its ``y`` is coded as it is."""
         self.check_input(x)
         self._ensure_tables()
-        y = analysis.latents.get("y") if analysis is not None else None
-        out = self._compress_y(y) if y is not None and y.shape[0] == x.shape[0] else None
+        y = analysis.latent_for("y", x) if analysis is not None else None
+        out = self._compress_y(y) if y is not None else None
         if out is None:
             out = self.model.compress(x)
         shape = out["shape"]["hyper"] if isinstance(out["shape"], Mapping) else out["shape"]

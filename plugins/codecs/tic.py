@@ -379,11 +379,16 @@ class TicCodec(Codec):
         cache_decoding_tables(model)  # decode without converting the CDF table on every call
 
     # -- entropy-coder tables -----------------------------------------------------------------
-    def update_tables(self) -> None:
-        """Rebuild the CDF tables from the current weights (CompressAI's ``update(force=True)``)."""
+    def update_entropy_tables(self) -> None:
+        """Rebuild the CDF tables from the current weights (CompressAI's ``update(force=True)``).
+
+        The same name as the CompressAI adapters' method, so the trainer rebuilds any codec one way.
+        """
         self.model.update(force=True)
         mark_entropy_tables(self.model, REBUILT)
         self._tables_stale = False
+
+    update_tables = update_entropy_tables  # the earlier name
 
     def _ensure_tables(self) -> None:
         empty = (
@@ -392,7 +397,7 @@ class TicCodec(Codec):
         if not empty and stored_tables_current(self.model):  # a file's own tables, for these very weights
             self._tables_stale = False
         elif self._tables_stale or empty:
-            self.update_tables()
+            self.update_entropy_tables()
 
     def train(self, mode: bool = True) -> TicCodec:
         if mode:  # weights may change: rebuild the tables before the next coding
@@ -435,10 +440,8 @@ class TicCodec(Codec):
         """TIC's bitstream; with ``analysis`` (of this ``x``), its ``y`` and ``z`` are coded as they are."""
         self.check_input(x)
         self._ensure_tables()
-        latents = dict(analysis.latents) if analysis is not None else {}
-        if any(tensor.shape[0] != x.shape[0] for tensor in latents.values()):
-            latents = {}
-        out = self.model.compress(x, latents.get("y"), latents.get("z"))
+        y, z = (analysis.latent_for("y", x), analysis.latent_for("z", x)) if analysis is not None else (None, None)
+        out = self.model.compress(x, y, z)
         return LatentPayload(strings=[list(stream) for stream in out["strings"]], shape=tuple(out["shape"]))
 
     @torch.no_grad()
@@ -488,5 +491,5 @@ def build_tic(
         load_codec_state(model, state, source, recomputed=RECOMPUTED_BUFFERS)
     codec = TicCodec(model, quality=quality)
     if not stored_tables_current(model):  # keep a weight file's own tables
-        codec.update_tables()
+        codec.update_entropy_tables()
     return codec.eval()
