@@ -9,25 +9,17 @@ from typing import Any
 
 import typer
 
+from neckkit.bitstream.decoding import MAX_DECODE_PIXELS  # noqa: F401  (imported from here before)
 from neckkit.cli.components import build_component
 from neckkit.cli.report import print_table
 from neckkit.errors import NeckkitError
 
-MAX_DECODE_PIXELS = 1 << 28  # 16384 x 16384: refuse files that claim larger images
-
 
 def check_geometry(nk: Any, codec: Any, source: str) -> None:
-    """Refuse a header whose sizes cannot come from this codec, before anything is allocated."""
-    height, width = nk.original_size
-    left, right, top, bottom = nk.padding
-    padded = (height + top + bottom, width + left + right)
-    if padded[0] * padded[1] > MAX_DECODE_PIXELS:
-        raise NeckkitError(f"{source} claims a {padded[1]}x{padded[0]} image, larger than neckkit decodes")
-    multiple = codec.pad_multiple
-    if any(side % multiple for side in padded) or any(pad >= multiple for pad in nk.padding):
-        raise NeckkitError(f"{source}: padding {list(nk.padding)} does not fit the codec's multiple of {multiple}")
-    if any(dim > max(padded) for dim in nk.shape):
-        raise NeckkitError(f"{source}: latent shape {list(nk.shape)} is larger than the image")
+    """Refuse a header whose sizes cannot come from this codec (now :func:`~neckkit.bitstream.decoding.check_plausible`)."""
+    from neckkit.bitstream.decoding import check_plausible
+
+    check_plausible(nk, codec, source=source)
 
 
 def decompress(
@@ -43,6 +35,7 @@ def decompress(
     import torch
 
     from neckkit.bitstream.container import check_codec, read_nk, stream_fingerprint
+    from neckkit.bitstream.decoding import decode_latent
     from neckkit.bitstream.images import save_image
     from neckkit.bitstream.padding import Padding, crop_padding
 
@@ -59,11 +52,10 @@ def decompress(
         name, codec = build_component(ctx.obj.host, "codec", nk.codec, nk.options, weights=weights)
     codec.eval()
     check_codec(nk, name, stream_fingerprint(codec), source=str(file))
-    check_geometry(nk, codec, str(file))
     result: dict[str, Any] = {"file": str(file), "codec": name, "synthesis": not latent_only}
     with torch.no_grad():
         start = time.perf_counter()
-        y_hat = codec.decompress_latent(nk.to_payload())
+        y_hat = decode_latent(codec, nk, source=str(file))  # header checks, then the bounded decoder
         result["latent_seconds"] = time.perf_counter() - start
         result["latent_shape"] = list(y_hat.shape)
         if not latent_only:

@@ -77,6 +77,17 @@ class Codec(nn.Module, metaclass=abc.ABCMeta):
     latent_channels: int
     stride: int
     pad_multiple: int
+    #: Whether every one of the ``latent_channels x H/stride x W/stride`` latent values is entropy-coded
+    #: with the codec's CompressAI tables. Then a file's payload bytes bound the image size it can
+    #: declare (:func:`neckkit.bitstream.decoding.check_plausible`); a codec that skips values sets False.
+    codes_every_latent_value: bool = True
+
+    def payload_shape(self, height: int, width: int) -> tuple[int, ...] | None:
+        """``LatentPayload.shape`` for a padded ``height`` x ``width`` image, or None when it cannot be told.
+
+        Decoders check an untrusted ``.nk`` header against it before decoding anything.
+        """
+        return None
 
     def check_input(self, x: Tensor) -> None:
         """Refuse anything but a [B, 3, H, W] batch whose sides are multiples of :attr:`pad_multiple`."""

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from neckkit.bitstream import NkFile, bpp, check_codec, decode_nk, read_nk, stream_fingerprint
+from neckkit.bitstream.decoding import decode_latent
 from neckkit.bitstream.images import load_image
 from neckkit.bitstream.padding import pad_to_multiple
 from neckkit.errors import NeckkitError
@@ -261,12 +262,7 @@ class Answerer:
 
     def _entropy_decode(self, nk: NkFile, shown: str) -> Tensor:
         assert self.codec is not None
-        try:
-            return self.codec.decompress_latent(nk.to_payload())
-        except NeckkitError:
-            raise
-        except Exception as error:  # a damaged stream: the entropy coder's own exception, one line
-            raise NeckkitError(f"{shown}: entropy decoding failed ({type(error).__name__}: {error})") from None
+        return decode_latent(self.codec, nk, source=shown)
 
     # -- stage 2, per batch (one at a time): neck, encoder, LLM -----------------------------------------
 

@@ -139,6 +139,10 @@ class CompressAICodec(Codec):
     def _latent_channels(self) -> int:
         return int(self.model.M)
 
+    def payload_shape(self, height: int, width: int) -> tuple[int, ...]:
+        """The hyper-latent's (h, w): the padded image divided by 64."""
+        return (height // PAD_MULTIPLE, width // PAD_MULTIPLE)
+
     # --- the Codec interface ----------------------------------------------------------------------
 
     def analyze(self, x: Tensor) -> Analysis:

@@ -444,6 +444,10 @@ class TicCodec(Codec):
         out = self.model.compress(x, y, z)
         return LatentPayload(strings=[list(stream) for stream in out["strings"]], shape=tuple(out["shape"]))
 
+    def payload_shape(self, height: int, width: int) -> tuple[int, ...]:
+        """The hyper-latent's (h, w): the padded image divided by 64 (four times the latent's stride)."""
+        return (height // (4 * self.stride), width // (4 * self.stride))
+
     @torch.no_grad()
     def decompress_latent(self, payload: LatentPayload) -> Tensor:
         if len(payload.strings) != 2 or len(payload.shape) != 2:
