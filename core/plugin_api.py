@@ -28,7 +28,9 @@ from neckkit.host.registry import RegisterCallback, lazy_factory
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
+    from neckkit.bitstream.decoding import decode_latent
     from neckkit.bitstream.padding import pad_to_multiple
+    from neckkit.bitstream.rans import BoundedRansDecoder
     from neckkit.host.registry import random_weights
     from neckkit.interfaces import MLLM, Analysis, Codec, LatentPayload, VisualEncoder, estimated_bits
     from neckkit.interfaces.preprocess import (
@@ -73,6 +75,9 @@ _LAZY: dict[str, tuple[str, str]] = {
     "resize_center_crop_normalize": ("neckkit.interfaces.preprocess", "resize_center_crop_normalize"),
     "resize_square_normalize": ("neckkit.interfaces.preprocess", "resize_square_normalize"),
     "pad_to_multiple": ("neckkit.bitstream.padding", "pad_to_multiple"),
+    # untrusted bitstreams
+    "BoundedRansDecoder": ("neckkit.bitstream.rans", "BoundedRansDecoder"),
+    "decode_latent": ("neckkit.bitstream.decoding", "decode_latent"),
     "SAMPLE_DIR": ("neckkit.samples", "SAMPLE_DIR"),
     "sample_images": ("neckkit.samples", "sample_images"),
 }
@@ -138,6 +143,7 @@ __all__ = [
     "OPENAI_STD",
     "SAMPLE_DIR",
     "Analysis",
+    "BoundedRansDecoder",
     "Codec",
     "LatentPayload",
     "NeckkitError",
@@ -146,6 +152,7 @@ __all__ = [
     "VisualEncoder",
     "WeightsSource",
     "Wording",
+    "decode_latent",
     "estimated_bits",
     "fingerprint",
     "hookimpl",

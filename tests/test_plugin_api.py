@@ -5,6 +5,7 @@ Each name of ``plugin_api.__all__`` appears below as ``api.<name>``.
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -253,3 +254,21 @@ def test_toy_codec_trains_scenario_d3(runner: CliRunner, toy_plugin: PluginHost,
     assert result.exit_code == 0, result.output
     meta = read_meta(resolve_checkpoint(run))
     assert (meta.codec.name, meta.encoder.name, meta.scenario) == ("toy-codec", "toy-vit", "d3")
+
+
+def test_a_third_party_codec_decodes_untrusted_files_through_the_bounded_decoder(toy_plugin: PluginHost) -> None:
+    from neckkit.bitstream.nk_format import NkFile
+
+    codec = toy_plugin.components("codec").get("toy").build(random_init=True, seed=4).eval()
+    x = torch.rand(1, 3, 32, 48)
+    nk = NkFile.from_payload(codec.compress(x), codec="toy-codec", fingerprint="0" * 16, original_size=(32, 48),
+                             padding=(0, 0, 0, 0))
+    y_hat = api.decode_latent(codec, nk, source="toy.nk")
+    assert torch.equal(y_hat, codec.analyze(x).y_hat) and y_hat.shape == (1, 8, 8, 12)
+    assert isinstance(codec.entropy_bottleneck.entropy_coder._decoder, api.BoundedRansDecoder)
+    with pytest.raises(api.NeckkitError, match=r"^toy.nk: shape \[8, 13\] is not the \[8, 12\]"):
+        api.decode_latent(codec, dataclasses.replace(nk, shape=(8, 13)), source="toy.nk")
+    with pytest.raises(api.NeckkitError, match=r"^toy.nk: original_size \[32, 48\] implies 768 latent values"):
+        api.decode_latent(codec, dataclasses.replace(nk, streams=(nk.streams[0][:5],)), source="toy.nk")
+    with pytest.raises(api.NeckkitError, match="^toy.nk: entropy decoding failed: the stream does not start"):
+        api.decode_latent(codec, dataclasses.replace(nk, streams=(b"\xff" * len(nk.streams[0]),)), source="toy.nk")

@@ -58,6 +58,10 @@ class ToyCodec(Codec):
         y = self.g_a(x)
         return LatentPayload(strings=[self.entropy_bottleneck.compress(y)], shape=tuple(y.shape[-2:]))
 
+    def payload_shape(self, height: int, width: int) -> tuple[int, ...]:
+        """The (h, w) of ``y`` for a padded image: decoders check an untrusted header against it."""
+        return (height // self.stride, width // self.stride)
+
     @torch.no_grad()
     def decompress_latent(self, payload: LatentPayload) -> Tensor:
         self.entropy_bottleneck.update()
