@@ -296,12 +296,16 @@ def _unbounded_classes() -> tuple[type, ...]:
     return _UNBOUNDED
 
 
+_BOUND_MODULES: set[str] = set()  # modules whose globals were already rebound
+
+
 def _bound_module_globals(module_names: set[str]) -> None:
     unbounded = _unbounded_classes()
-    for name in module_names:
+    for name in module_names - _BOUND_MODULES:
         module = sys.modules.get(name)
         if module is None:
             continue
+        _BOUND_MODULES.add(name)
         namespace = getattr(module, "__dict__", {})
         for attribute, value in list(namespace.items()):
             if isinstance(value, type) and value in unbounded:
