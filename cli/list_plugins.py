@@ -11,7 +11,10 @@ from rich.table import Table
 
 from neckkit.host.manager import PluginHost
 from neckkit.host.options import option_help
-from neckkit.host.registry import KIND_PLURALS, ComponentKind, ComponentRegistry
+from neckkit.host.registry import DEFAULT_SCENARIOS, KIND_PLURALS, ComponentKind, ComponentRegistry
+
+# A codec registered without ``scenarios``: d3 is decided when it is built (its synthesis_modules()).
+UNDECLARED_D3 = "d3?"
 
 
 def plugin_listing(host: PluginHost) -> dict[str, Any]:
@@ -44,7 +47,7 @@ def _component_rows(registry: ComponentRegistry) -> list[dict[str, Any]]:
             "options": option_help(info),
         }
         if component.kind == "codec":
-            row["scenarios"] = list(info.scenarios)
+            row["scenarios"] = list(info.scenarios) if info.scenarios is not None else [*DEFAULT_SCENARIOS, UNDECLARED_D3]
         rows.append(row)
     return rows
 

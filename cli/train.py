@@ -79,11 +79,14 @@ def reconcile_entry_layer(component: Any, e_options: dict[str, Any], configured:
 
 
 def check_scenario(component: Any, scenario: str) -> None:
-    """Refuse a scenario the codec did not register (d3 needs ``Codec.synthesis_modules()``)."""
+    """Refuse a scenario the codec did not register (d3 needs ``Codec.synthesis_modules()``).
+
+    A codec registered without ``scenarios`` is checked once built (:func:`check_codec_scenario`).
+    """
     from neckkit.host.options import component_label
 
     supported = component.info.scenarios
-    if scenario not in supported:
+    if supported is not None and scenario not in supported:
         raise NeckkitError(
             f"{component_label(component)} supports scenarios {', '.join(supported)}, not {scenario} "
             "(d3 needs Codec.synthesis_modules(); its plugin declares it with register(..., scenarios=(\"d1\", \"d2\", \"d3\")))"
@@ -178,10 +181,12 @@ def train(
         raise NeckkitError(f"{run_dir} already holds a training run; pass --resume to continue it or choose another --out")
 
     from neckkit.bitstream.container import codec_fingerprint
+    from neckkit.host.options import component_label
     from neckkit.loading.weights import fingerprint
     from neckkit.neck.checkpoint import ComponentRef
     from neckkit.training.data import open_image_set
     from neckkit.training.distributed import close_world, device_for, init_world, launched_world
+    from neckkit.training.scenarios import check_codec_scenario
     from neckkit.training.trainer import Trainer, TrainParts
 
     world = launched_world()
@@ -189,6 +194,7 @@ def train(
     world = init_world(torch_device)
     try:
         codec_name, codec_model = build_component(host, "codec", codec, c_options)
+        check_codec_scenario(codec_model, config.scenario, component_label(codec_component))
         encoder_name, encoder_model = build_component(host, "encoder", encoder, e_options)
         if entry_layer is None and configured is None and encoder_model.entry_layer != config.neck.entry_layer:
             # Neither the encoder option nor the config chose: the encoder's own default decides.

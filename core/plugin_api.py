@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from neckkit.errors import NeckkitError, PluginError
+from neckkit.host.factories import lazy_factory
 from neckkit.host.hookspecs import hookimpl
-from neckkit.host.registry import RegisterCallback, lazy_factory
+from neckkit.host.registry import RegisterCallback
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -31,7 +32,8 @@ if TYPE_CHECKING:
     from neckkit.bitstream.decoding import decode_latent
     from neckkit.bitstream.padding import pad_to_multiple
     from neckkit.bitstream.rans import BoundedRansDecoder
-    from neckkit.host.registry import random_weights
+    from neckkit.host.factories import random_weights
+    from neckkit.host.testing import host_for_tests
     from neckkit.interfaces import MLLM, Analysis, Codec, LatentPayload, VisualEncoder, estimated_bits
     from neckkit.interfaces.preprocess import (
         OPENAI_MEAN,
@@ -63,7 +65,9 @@ _LAZY: dict[str, tuple[str, str]] = {
     "state_dict_mismatches": ("neckkit.loading.weights", "state_dict_mismatches"),
     "fingerprint": ("neckkit.loading.weights", "fingerprint"),
     "seeded_init": ("neckkit.loading.weights", "seeded_init"),
-    "random_weights": ("neckkit.host.registry", "random_weights"),
+    "random_weights": ("neckkit.host.factories", "random_weights"),
+    # tests
+    "host_for_tests": ("neckkit.host.testing", "host_for_tests"),
     "WeightsSource": ("neckkit.loading.hub", "WeightsSource"),
     "Wording": ("neckkit.loading.hub", "Wording"),
     "hub_offline": ("neckkit.loading.hub", "hub_offline"),
@@ -156,6 +160,7 @@ __all__ = [
     "estimated_bits",
     "fingerprint",
     "hookimpl",
+    "host_for_tests",
     "hub_offline",
     "lazy_factory",
     "load_codec_state",

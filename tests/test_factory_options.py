@@ -121,7 +121,7 @@ def test_the_core_seeds_the_factory_and_never_passes_seed() -> None:
     def random_tensor(tiny: bool = False) -> torch.Tensor:  # no seed parameter: passing it would raise
         return torch.rand(4)
 
-    component = toy(random_tensor)
+    component = toy(random_tensor, options={})
     default = component.build(tiny=True)
     assert torch.equal(default, component.build(tiny=True, seed=0))
     assert torch.equal(component.build(tiny=True, seed=7), component.build(tiny=True, seed=7))
@@ -168,8 +168,8 @@ def test_inconsistent_register_info_is_refused(info: dict, message: str) -> None
     assert message in str(caught.value)
 
 
-def test_scenarios_default_to_d1_and_d2() -> None:
-    assert ComponentInfo(description="x").scenarios == ("d1", "d2")
+def test_scenarios_are_undeclared_by_default_and_sorted_when_declared() -> None:
+    assert ComponentInfo(description="x").scenarios is None  # d1, d2, and d3 decided on the built codec
     assert ComponentInfo(description="x", scenarios=("d3", "d1", "d2")).scenarios == ("d1", "d2", "d3")
 
 
@@ -317,14 +317,14 @@ def test_bench_refuses_two_different_entry_layers(runner, host) -> None:
     assert _one_error_line(result) == "Error: --entry-layer 1 and --encoder-opt entry_layer=3 disagree; pass one"
 
 
-def test_train_refuses_a_scenario_the_codec_did_not_register(runner, bare_host: PluginHost, tmp_path: Path) -> None:
+def test_train_refuses_a_scenario_the_codec_did_not_declare(runner, bare_host: PluginHost, tmp_path: Path) -> None:
     from neckkit import hookimpl
 
     class Plugin:
         @staticmethod
         @hookimpl
         def register_codecs(register) -> None:
-            register("plain", echo, description="a codec without synthesis_modules", tiny=True)
+            register("plain", echo, description="a codec without synthesis_modules", tiny=True, scenarios=("d1", "d2"))
 
         @staticmethod
         @hookimpl

@@ -74,3 +74,12 @@ def test_the_guide_names_the_bundled_photos_and_synthesis_modules() -> None:
     for photo in plugin_api.sample_images():
         assert photo.stem in PLUGIN_DOC
     assert "synthesis_modules" in PLUGIN_DOC and '"d3"' in PLUGIN_DOC
+
+
+def test_every_codec_method_is_in_the_codec_member_table() -> None:
+    from neckkit.interfaces.codec import Codec
+
+    methods = sorted(name for name, value in vars(Codec).items() if callable(value) and not name.startswith("_"))
+    assert "update_entropy_tables" in methods
+    for name in methods:
+        assert re.search(rf"^\| `{name}` \|", PLUGIN_DOC, flags=re.MULTILINE), f"Codec.{name} is not in the member table"

@@ -158,12 +158,39 @@ def test_seeded_init_and_fingerprint_identify_equal_weights() -> None:
     assert len(api.fingerprint(first)) == 16
 
 
-def test_random_weights_says_whether_to_draw_and_refuses_both() -> None:
+def test_random_weights_says_whether_to_draw_and_refuses_what_the_core_refuses() -> None:
     assert api.random_weights(None, tiny=True, random_init=False)
     assert api.random_weights(None, tiny=False, random_init=True)
     assert not api.random_weights("file.pth", tiny=False, random_init=False)
-    with pytest.raises(api.NeckkitError, match="either weights or tiny/random_init"):
-        api.random_weights("file.pth", tiny=True, random_init=False)
+    with pytest.raises(api.NeckkitError) as caught:
+        api.random_weights("file.pth", tiny=True, random_init=False, component="codec 'mine'")
+    assert str(caught.value) == (
+        "codec 'mine': tiny and weights exclude each other (its tiny architecture loads no weights; one that does "
+        "registers tiny_weights=True)"
+    )
+    with pytest.raises(api.NeckkitError, match=r"^codec 'mine': random_init and weights exclude each other$"):
+        api.random_weights("file.pth", tiny=False, random_init=True, component="codec 'mine'")
+    with pytest.raises(api.NeckkitError, match=r"^codec 'mine': tiny and random_init exclude each other$"):
+        api.random_weights(None, tiny=True, random_init=True, component="codec 'mine'")
+    with pytest.raises(api.NeckkitError, match=r"^test_random_weights_\w+\(\): tiny and weights exclude"):
+        api.random_weights("file.pth", tiny=True, random_init=False)  # unnamed: the calling factory is named
+
+
+def test_random_weights_agrees_with_tiny_weights_in_and_out_of_a_build(bare_host: PluginHost) -> None:
+    assert api.random_weights("file.pth", tiny=True, random_init=False, tiny_weights=True) is False  # load into tiny
+
+    def build(weights: str | None = None, tiny: bool = False) -> bool:
+        return api.random_weights(weights, tiny, random_init=False)  # tiny_weights and the name from the registration
+
+    class Plugin:
+        @staticmethod
+        @api.hookimpl
+        def register_codecs(register: api.RegisterCallback) -> None:
+            register("tiny-loads", build, description="x", tiny=True, tiny_weights=True, options={"weights": "w"})
+
+    assert bare_host.register(Plugin, "p", "1.0")
+    component = bare_host.components("codec").get("tiny-loads")
+    assert component.build(tiny=True, weights="file.pth") is False and component.build(tiny=True) is True
 
 
 WORDING = api.Wording(
@@ -227,6 +254,39 @@ def test_tiny_llava_vision_equals_the_tiny_encoder_at_any_seed(host: PluginHost)
         encoder = host.components("encoder").get("clip-l-336").build(tiny=True, seed=seed)
         mllm = host.components("mllm").get("llava-1.5").build(tiny=True, seed=seed)
         assert api.fingerprint(mllm.visual_encoder.vision_model) == api.fingerprint(encoder.model.vision_model)
+
+
+# --- testing a plugin: a host with the built-ins, seeded by the host ----------------------------
+
+
+def test_host_for_tests_has_the_builtins_and_the_plugins_whatever_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import misspelled_hook
+
+    import neckkit_toy.plugin
+
+    monkeypatch.setenv("NECKKIT_DISABLE_PLUGINS", "neckkit.plugins.codecs")
+    monkeypatch.setenv("NECKKIT_LOAD_PLUGINS", "nothing-installed")
+    host = api.host_for_tests(neckkit_toy.plugin)
+    assert {"tic", "elic", "toy-codec"} <= {component.name for component in host.components("codec")}
+    assert [plugin.name for plugin in host.plugins() if not plugin.builtin] == ["neckkit_toy.plugin"]
+    assert len(PluginHost(env={}).components("codec")) == 0  # a bare host has no built-ins
+    assert [component.name for component in api.host_for_tests(neckkit_toy.plugin, builtins=False).components("codec")] == [
+        "toy-codec"
+    ]
+    with pytest.raises(api.PluginError, match="^plugin 'misspelled_hook' failed: PluginValidationError: unknown hook"):
+        api.host_for_tests(misspelled_hook)
+
+
+def test_the_host_seeds_every_build_so_an_outer_seeded_init_changes_nothing() -> None:
+    import neckkit_toy.plugin
+
+    component = api.host_for_tests(neckkit_toy.plugin).components("codec").get("toy")
+    with api.seeded_init(7):
+        outer = component.build(tiny=True)
+    default, seven = component.build(tiny=True), component.build(tiny=True, seed=7)
+    assert api.fingerprint(outer) == api.fingerprint(default) != api.fingerprint(seven)
 
 
 # --- the toy template uses the API: weights, random_init, d3 ------------------------------------

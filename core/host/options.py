@@ -17,6 +17,8 @@ Rules (:data:`RULES` states them as text, for docs and ``neckkit list-plugins``)
 - an option the component did not declare: refused, listing what it accepts (``tiny`` is declared by
   ``tiny=True``, ``seed`` is always accepted). Options declared by a pydantic model are validated and
   converted; only the options given reach the factory.
+- a declared option that is not a keyword parameter of the factory (``**kwargs`` takes any): the
+  registration fails, naming option and factory; a ``lazy_factory``'s target is checked at its first build.
 - a factory raising anything but a :class:`NeckkitError` becomes
   ``codec 'x' (plugin 'p') failed to build: RuntimeError: ...``.
 """
@@ -24,6 +26,7 @@ Rules (:data:`RULES` states them as text, for docs and ``neckkit list-plugins``)
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -44,6 +47,7 @@ __all__ = [
     "accepted_options",
     "build",
     "build_component",
+    "building",
     "check_component_options",
     "check_options",
     "component_label",
@@ -88,6 +92,8 @@ RULES: tuple[str, ...] = (
     "quality must be one of the registered qualities, when the component registers some",
     "seed needs tiny or random_init",
     "an option the component did not declare is refused (tiny is declared by tiny=True; seed is always accepted)",
+    "every declared option must be a keyword parameter of the factory (checked at registration; a lazy_factory's "
+    "target at its first build)",
     "a factory raising anything but NeckkitError fails as '<kind> <name> (plugin <p>) failed to build: <Type>: <msg>'",
 )
 
@@ -197,18 +203,36 @@ def _describe(error: ValidationError) -> str:
     return describe_validation_error(error)
 
 
+_BUILDING: ContextVar[Component | None] = ContextVar("neckkit_building", default=None)
+
+
+def building() -> Component | None:
+    """The component whose factory is running in this context (``None`` outside a core build)."""
+    return _BUILDING.get()
+
+
 def build(component: Component, options: Mapping[str, Any]) -> Any:
-    """Check ``options``, then run the factory under ``seeded_init(seed)``; one-line errors name the component."""
+    """Check ``options``, then run the factory under ``seeded_init(seed)``; one-line errors name the component.
+
+    A lazy factory's target is compared with the declared options first (registration could not import it).
+    """
+    from neckkit.host.factories import signature_problem
     from neckkit.loading.weights import seeded_init
 
     factory_options, seed = check_options(component, options)
+    token = _BUILDING.set(component)
     try:
+        problem = signature_problem(component.factory, option_help(component.info), resolve=True)
+        if problem is not None:
+            raise _refuse(component, problem)
         with seeded_init(seed):
             return component.factory(**factory_options)
     except NeckkitError:
         raise
     except Exception as error:  # a plugin's bug or an unhonoured option: say whose
         raise NeckkitError(f"{component_label(component)} failed to build: {describe_error(error)}") from error
+    finally:
+        _BUILDING.reset(token)
 
 
 def check_component_options(host: PluginHost, kind: ComponentKind, name: str, options: Mapping[str, Any]) -> None:

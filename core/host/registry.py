@@ -7,7 +7,6 @@ error naming both.
 from __future__ import annotations
 
 import difflib
-import importlib
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -15,7 +14,11 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from neckkit.errors import NeckkitError, PluginError, UnknownComponentError
+from neckkit.errors import PluginError, UnknownComponentError
+
+# lazy_factory and random_weights lived here: still importable from this module.
+from neckkit.host.factories import lazy_factory, random_weights, signature_problem  # noqa: F401
+from neckkit.host.options import option_help
 
 ComponentKind = Literal["codec", "encoder", "mllm"]
 COMPONENT_KINDS: tuple[ComponentKind, ...] = ("codec", "encoder", "mllm")
@@ -48,6 +51,7 @@ def check_name(name: object) -> str:
 
 
 Scenario = Literal["d1", "d2", "d3"]
+# What a codec registered without ``scenarios`` trains for sure; d3 too when it implements synthesis_modules().
 DEFAULT_SCENARIOS: tuple[Scenario, ...] = ("d1", "d2")
 
 
@@ -97,11 +101,11 @@ class ComponentInfo(BaseModel):
         "weights, random_init, quality (declare them when supported); tiny is declared by tiny=True and seed is "
         "handled by the core. Any other option given is refused, listing these.",
     )
-    scenarios: tuple[Scenario, ...] = Field(
-        DEFAULT_SCENARIOS,
-        description="Codecs only: the training scenarios the codec supports. Default ('d1', 'd2'); add 'd3' when the "
-        "codec implements Codec.synthesis_modules() (d3 freezes its synthesis transform). `neckkit train` refuses "
-        "another scenario.",
+    scenarios: tuple[Scenario, ...] | None = Field(
+        None,
+        description="Codecs only: the training scenarios the codec supports, e.g. ('d1', 'd2', 'd3'); `neckkit train` "
+        "refuses another. Default None (not declared): d1 and d2, and d3 when the built codec implements "
+        "Codec.synthesis_modules() (d3 freezes its synthesis transform), as for plugins written before this field.",
     )
 
     @field_validator("description")
@@ -121,7 +125,9 @@ class ComponentInfo(BaseModel):
 
     @field_validator("scenarios")
     @classmethod
-    def _known_scenarios(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _known_scenarios(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
         if not value:
             raise ValueError("must name at least one scenario")
         return tuple(sorted(set(value)))
@@ -161,24 +167,6 @@ class Component:
         return build(self, options)
 
 
-def lazy_factory(target: str, **bound: Any) -> Callable[..., Any]:
-    """A factory that imports ``"package.module:function"`` only when called.
-
-    Plugins register these so that listing components never imports torch or model code;
-    ``bound`` keywords are passed before the caller's options.
-    """
-    module_name, _, attribute = target.partition(":")
-    if not module_name or not attribute:
-        raise PluginError(f"lazy factory target {target!r} must look like 'package.module:function'")
-
-    def factory(**options: Any) -> Any:
-        function = getattr(importlib.import_module(module_name), attribute)
-        return function(**bound, **options)
-
-    factory.__qualname__ = factory.__name__ = f"lazy({target})"
-    return factory
-
-
 def describe_validation_error(error: ValidationError) -> str:
     """One line from a pydantic error: ``field: message; field: message``."""
     parts = []
@@ -199,6 +187,9 @@ def make_component(
         parsed = ComponentInfo(**info)
     except ValidationError as error:
         raise PluginError(f"{kind} {name!r}: {describe_validation_error(error)}") from None
+    problem = signature_problem(factory, option_help(parsed))  # a lazy factory's target: at its first build
+    if problem is not None:
+        raise PluginError(f"{kind} {name!r}: {problem}")
     return Component(kind=kind, name=name, factory=factory, plugin=plugin, info=parsed)
 
 
@@ -270,17 +261,6 @@ class ComponentRegistry:
 
 
 RANDOM_INIT_OPTIONS = ("tiny", "random_init", "seed")
-
-
-def random_weights(weights: str | None, tiny: bool, random_init: bool) -> bool:
-    """Whether a factory builds random weights (tiny or random_init).
-
-    The core already refuses weights with tiny/random_init (unless ``tiny_weights``) before a factory
-    runs; this repeats the check for factories called directly.
-    """
-    if (tiny or random_init) and weights is not None:
-        raise NeckkitError("pass either weights or tiny/random_init, not both")
-    return tiny or random_init
 
 
 def with_weights(options: Mapping[str, Any], weights: str | None, *, tiny_weights: bool = False) -> dict[str, Any]:

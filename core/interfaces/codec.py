@@ -119,6 +119,20 @@ class Codec(nn.Module, metaclass=abc.ABCMeta):
             "which scenario d3 needs; train it with d1 or d2"
         )
 
+    def update_entropy_tables(self) -> None:
+        """Rebuild the entropy coder's tables from the current weights.
+
+        Training (d2, d3) calls it before every save, so a checkpoint's tables are those of its
+        weights. Default: every CompressAI entropy model inside the codec (``EntropyBottleneck``:
+        ``update(force=True)``; ``GaussianConditional``: from its scale table); override it when
+        tables live elsewhere. Tables the default cannot rebuild raise one line, and d2/d3 refuse
+        such a codec before training.
+        """
+        from neckkit.loading.rebuild_tables import rebuild_entropy_models
+
+        with torch.no_grad():
+            rebuild_entropy_models(self)
+
     @abc.abstractmethod
     def synthesize(self, y_hat: Tensor) -> Tensor:
         """Reconstruct the image for human viewing: [B, C, h, w] -> [B, 3, H, W] in [0, 1]."""

@@ -218,8 +218,20 @@ def load_codec_state(
 
 
 def update_entropy_tables(model: nn.Module) -> None:
-    """Rebuild every CDF table from the current weights (CompressAI's ``update(force=True)``)."""
+    """Rebuild every CDF table from the current weights (CompressAI's ``update(force=True)``).
+
+    A model without CompressAI's ``update`` (e.g. a plugin's ``Codec`` holding entropy models) rebuilds with
+    its ``update_entropy_tables()``, else each of its CompressAI entropy models is rebuilt
+    (:func:`neckkit.loading.rebuild_tables.rebuild_entropy_models`).
+    """
     update = getattr(model, "update", None)
+    rebuild = getattr(model, "update_entropy_tables", None)
     if callable(update):
         update(force=True)
         mark_entropy_tables(model, REBUILT)
+    elif callable(rebuild):
+        rebuild()
+    else:
+        from neckkit.loading.rebuild_tables import rebuild_entropy_models
+
+        rebuild_entropy_models(model)

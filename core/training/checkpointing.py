@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from neckkit.config.train import TrainConfig
-from neckkit.errors import NeckkitError
+from neckkit.errors import NeckkitError, describe_error
 from neckkit.interfaces import Codec, VisualEncoder
 from neckkit.neck.checkpoint import (
     BEST_DIR,
@@ -55,17 +55,24 @@ class TrainParts:
     encoder_ref: ComponentRef
 
 
-def rebuild_entropy_tables(codec: Codec) -> None:
-    """Rebuild a trained codec's CDF tables from its current weights, if it has such tables.
+def rebuild_entropy_tables(codec: Codec, name: str = "the codec") -> None:
+    """Rebuild a trained codec's CDF tables from its current weights (:meth:`Codec.update_entropy_tables`).
 
     Called before every save of a codec that trains (d2, d3): the saved tables are then a function of
     the saved weights alone, so a resumed run (which loads them as stored) and an uninterrupted one hold
-    the same tables at every later point and end byte-identical in every tensor.
+    the same tables at every later point and end byte-identical in every tensor. A codec that cannot
+    rebuild them stops the run with one line: stale tables are never saved.
     """
-    rebuild = getattr(codec, "update_entropy_tables", None)  # the built-in adapters (CompressAI, TIC)
-    if callable(rebuild):
+    try:
         with torch.no_grad():
-            rebuild()
+            codec.update_entropy_tables()
+    except NeckkitError:
+        raise
+    except Exception as error:  # a plugin's rebuild that fails: say whose, in one line
+        raise NeckkitError(
+            f"{name} could not rebuild its entropy-coder tables ({describe_error(error)}); "
+            "refusing to save a checkpoint with stale tables"
+        ) from error
 
 
 class RunCheckpoints:
@@ -101,7 +108,7 @@ class RunCheckpoints:
         neck_state = {k: v.detach().cpu() for k, v in neck.state_dict().items()}
         codec_state = None
         if self.config.scenario != "d1":
-            rebuild_entropy_tables(self.parts.codec)  # the saved tables are those of the saved weights
+            rebuild_entropy_tables(self.parts.codec, f"codec {self.parts.codec_ref.name!r}")  # tables of the saved weights
             codec_state = {k: v.detach().cpu() for k, v in self.parts.codec.state_dict().items()}
         return neck_state, codec_state
 

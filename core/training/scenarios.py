@@ -10,6 +10,7 @@
 ``R`` is the estimated rate in bits per pixel, ``s`` is ``scenarios.distortion_scale`` (CompressAI's
 255^2 convention). The phase-2 forms and ``s`` are inferred: the paper does not publish them.
 The entropy bottleneck's quantiles follow CompressAI: their own optimiser and auxiliary loss.
+:func:`check_codec_scenario` refuses, before training, a codec the scenario cannot train correctly.
 """
 
 from __future__ import annotations
@@ -18,9 +19,42 @@ import torch
 from torch import Tensor, nn
 
 from neckkit.config.train import TrainConfig
+from neckkit.errors import NeckkitError
 from neckkit.interfaces import Codec
 
 QUANTILES = "quantiles"
+
+
+def implements_synthesis_modules(codec: object) -> bool:
+    """Whether ``codec`` names its synthesis transform (overrides ``Codec.synthesis_modules``), which d3 needs."""
+    method = getattr(type(codec), "synthesis_modules", None)
+    return callable(method) and method is not Codec.synthesis_modules
+
+
+def check_codec_scenario(codec: object, scenario: str, label: str) -> None:
+    """Refuse, in one line naming the codec (``label``), a built codec that ``scenario`` cannot train.
+
+    d3 needs :meth:`Codec.synthesis_modules`; d2 and d3 train the codec, so its entropy-coder tables must
+    be rebuildable from the trained weights (:meth:`Codec.update_entropy_tables`), never saved stale.
+    """
+    if scenario == "d3" and not implements_synthesis_modules(codec):
+        raise NeckkitError(
+            f"{label} does not implement Codec.synthesis_modules(), which scenario d3 needs (it freezes the "
+            "synthesis transform); train it with d1 or d2"
+        )
+    if scenario == "d1" or not isinstance(codec, Codec):
+        return
+    if type(codec).update_entropy_tables is not Codec.update_entropy_tables:
+        return  # the codec rebuilds its tables itself
+    from neckkit.loading.rebuild_tables import unrebuildable_tables
+
+    unknown = unrebuildable_tables(codec)
+    if unknown:
+        raise NeckkitError(
+            f"{label} holds entropy-coder tables that Codec.update_entropy_tables() cannot rebuild "
+            f"({', '.join(unknown)}), so {scenario}, which trains the codec, would save stale tables; "
+            "override update_entropy_tables() or train it with d1"
+        )
 
 
 def bottlenecks(codec: Codec) -> list[nn.Module]:

@@ -41,7 +41,14 @@ from neckkit.training.distributed import World, barrier, mean_across
 from neckkit.training.losses import SurrogateLoss, distillation_loss
 from neckkit.training.metrics_log import MetricsLog
 from neckkit.training.neck_path import NeckPath
-from neckkit.training.scenarios import aux_loss, aux_parameters, codec_trainable, joint_loss, set_codec_training
+from neckkit.training.scenarios import (
+    aux_loss,
+    aux_parameters,
+    check_codec_scenario,
+    codec_trainable,
+    joint_loss,
+    set_codec_training,
+)
 from neckkit.training.validation import held_out_metrics, to_device
 
 __all__ = [
@@ -95,6 +102,7 @@ class Trainer:
         self.device = device or torch.device("cpu")
         self.echo = echo if self.world.is_main else (lambda _text: None)
         self.progress = progress and self.world.is_main
+        check_codec_scenario(parts.codec, config.scenario, f"codec {parts.codec_ref.name!r}")
         entry = config.neck.entry_layer
         encoder = parts.encoder
         if not 0 <= entry <= encoder.num_layers:

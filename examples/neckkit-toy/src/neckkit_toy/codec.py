@@ -1,8 +1,13 @@
 """A toy codec: two strided convolutions and CompressAI's factorized entropy model.
 
 :func:`build_codec` is the ``toy-codec`` factory: tiny or real-size random weights, or a state-dict
-file read with :func:`neckkit.plugin_api.load_state_dict` (``weights_only``, keys cleaned, one-line
-mismatch errors). neckkit seeds every build (``seeded_init(seed)``), so random weights are reproducible.
+file read with :func:`neckkit.plugin_api.load_codec_state` (``weights_only``, keys cleaned, one-line
+mismatch errors, the file's entropy-coder tables used as stored). neckkit seeds every build
+(``seeded_init(seed)``), so random weights are reproducible.
+
+Entropy-coder tables: ``compress`` builds missing ones (``update()``, never forced, so stored tables are
+used as they are); after d2/d3 training neckkit rebuilds them with ``Codec.update_entropy_tables()``,
+whose default covers every CompressAI entropy model in the codec, so the toy needs no code for it.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from compressai.entropy_models import EntropyBottleneck
 from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
-from neckkit.plugin_api import CODER_TABLES, Analysis, Codec, LatentPayload, NeckkitError, load_state_dict
+from neckkit.plugin_api import Analysis, Codec, LatentPayload, NeckkitError, load_codec_state, read_state_dict
 
 
 class ToyCodec(Codec):
@@ -54,7 +59,7 @@ class ToyCodec(Codec):
 
     @torch.no_grad()
     def compress(self, x: Tensor) -> LatentPayload:
-        self.entropy_bottleneck.update()  # builds the coder's tables once; a no-op afterwards
+        self.entropy_bottleneck.update()  # builds missing tables only; a no-op when stored or rebuilt ones exist
         y = self.g_a(x)
         return LatentPayload(strings=[self.entropy_bottleneck.compress(y)], shape=tuple(y.shape[-2:]))
 
@@ -66,11 +71,6 @@ class ToyCodec(Codec):
     def decompress_latent(self, payload: LatentPayload) -> Tensor:
         self.entropy_bottleneck.update()
         return self.entropy_bottleneck.decompress(payload.strings[0], payload.shape)
-
-
-def _is_coder_table(key: str) -> bool:
-    """Entropy-coder tables: rebuilt from the weights by ``update()``, so a file's may be absent or of any size."""
-    return key.rsplit(".", 1)[-1] in CODER_TABLES
 
 
 def build_codec(
@@ -85,6 +85,6 @@ def build_codec(
     if not (tiny or random_init or weights is not None):
         raise NeckkitError("toy-codec has no published weights: pass weights=<file>, tiny=True or random_init=True")
     codec = ToyCodec(channels=channels, tiny=tiny)
-    if weights is not None:
-        load_state_dict(codec, weights, skip=_is_coder_table)
+    if weights is not None:  # coder tables: the file's as stored, else rebuilt from its weights
+        load_codec_state(codec, read_state_dict(weights), str(weights))
     return codec

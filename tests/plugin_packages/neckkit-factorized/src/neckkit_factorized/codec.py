@@ -2,6 +2,9 @@
 
 ``y_hat = round(y - median) + median`` exactly as the entropy bottleneck codes it, with a
 straight-through gradient, so the neck reads the same latent that ``decompress_latent`` decodes.
+Entropy-coder tables: a weights file's are used as they are (``load_codec_state``); missing ones are
+built on first use (``update()``, never forced); after d2/d3 training neckkit rebuilds them with
+``Codec.update_entropy_tables()``, whose default covers the model's ``EntropyBottleneck``.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ class FactorizedCodec(Codec):
     @torch.no_grad()
     def compress(self, x: Tensor) -> LatentPayload:
         self.check_input(x)
-        self.model.update(force=True)  # tables from the current weights (simple, not fast)
+        self.model.update()  # builds missing tables only: stored or rebuilt ones are used as they are
         y = self.model.g_a(x)
         strings = self.model.entropy_bottleneck.compress(y)
         return LatentPayload(strings=[list(strings)], shape=tuple(int(side) for side in y.shape[-2:]))
@@ -65,7 +68,7 @@ class FactorizedCodec(Codec):
     def decompress_latent(self, payload: LatentPayload) -> Tensor:
         if len(payload.strings) != 1 or len(payload.shape) != 2:
             raise NeckkitError("a bmshj2018-factorized payload holds one stream and the (h, w) of y")
-        self.model.update(force=True)
+        self.model.update()
         return self.model.entropy_bottleneck.decompress(payload.strings[0], payload.shape)
 
 
