@@ -8,6 +8,11 @@ A codec plugin is its model plus one ``register`` call::
     def register_codecs(register):
         register("my-codec", lazy_factory("my_plugin.codec:build"), description="...", tiny=True)
 
+and a CompressAI zoo model is the ``register`` call alone, on neckkit's CompressAI adapter::
+
+    register("mbt2018", compressai_factory("mbt2018", tiny_sizes=(16, 32)), description="...",
+             tiny=True, tiny_weights=True, qualities=tuple(range(1, 9)), options=COMPRESSAI_OPTIONS)
+
 Names listed in :data:`__all__` stay importable from here across neckkit releases (the modules
 behind them may move; see docs/writing-a-plugin.md, "The plugin API"). Names that need torch
 (the interfaces, weight and preprocessing helpers) load on first use (PEP 562), so a plugin
@@ -46,7 +51,12 @@ if TYPE_CHECKING:
     from neckkit.loading.codec_weights import CODER_TABLES, load_codec_state
     from neckkit.loading.codec_weights import read_checkpoint as read_weights
     from neckkit.loading.hub import WeightsSource, Wording, hub_offline
+    from neckkit.loading.shards import read_submodule_tensors
     from neckkit.loading.weights import fingerprint, seeded_init, state_dict_mismatches
+    from neckkit.plugins.codecs.compressai_base import CompressAICodec
+    from neckkit.plugins.codecs.compressai_registration import COMPRESSAI_OPTIONS, compressai_factory
+    from neckkit.plugins.codecs.zoo import wrap_compressai_model
+    from neckkit.plugins.mllms.tokenizer import byte_level_tokenizer
     from neckkit.samples import SAMPLE_DIR, sample_images
 
 # public name -> (module, attribute there), imported on first access.
@@ -66,11 +76,19 @@ _LAZY: dict[str, tuple[str, str]] = {
     "fingerprint": ("neckkit.loading.weights", "fingerprint"),
     "seeded_init": ("neckkit.loading.weights", "seeded_init"),
     "random_weights": ("neckkit.host.factories", "random_weights"),
-    # tests
-    "host_for_tests": ("neckkit.host.testing", "host_for_tests"),
     "WeightsSource": ("neckkit.loading.hub", "WeightsSource"),
     "Wording": ("neckkit.loading.hub", "Wording"),
     "hub_offline": ("neckkit.loading.hub", "hub_offline"),
+    "read_submodule_tensors": ("neckkit.loading.shards", "read_submodule_tensors"),
+    # CompressAI codecs: the adapter, and a zoo model's factory and options (these two import no torch)
+    "CompressAICodec": ("neckkit.plugins.codecs.compressai_base", "CompressAICodec"),
+    "wrap_compressai_model": ("neckkit.plugins.codecs.zoo", "wrap_compressai_model"),
+    "compressai_factory": ("neckkit.plugins.codecs.compressai_registration", "compressai_factory"),
+    "COMPRESSAI_OPTIONS": ("neckkit.plugins.codecs.compressai_registration", "COMPRESSAI_OPTIONS"),
+    # MLLMs
+    "byte_level_tokenizer": ("neckkit.plugins.mllms.tokenizer", "byte_level_tokenizer"),
+    # tests
+    "host_for_tests": ("neckkit.host.testing", "host_for_tests"),
     # images
     "OPENAI_MEAN": ("neckkit.interfaces.preprocess", "OPENAI_MEAN"),
     "OPENAI_STD": ("neckkit.interfaces.preprocess", "OPENAI_STD"),
@@ -142,6 +160,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "CODER_TABLES",
+    "COMPRESSAI_OPTIONS",
     "MLLM",
     "OPENAI_MEAN",
     "OPENAI_STD",
@@ -149,6 +168,7 @@ __all__ = [
     "Analysis",
     "BoundedRansDecoder",
     "Codec",
+    "CompressAICodec",
     "LatentPayload",
     "NeckkitError",
     "PluginError",
@@ -156,6 +176,8 @@ __all__ = [
     "VisualEncoder",
     "WeightsSource",
     "Wording",
+    "byte_level_tokenizer",
+    "compressai_factory",
     "decode_latent",
     "estimated_bits",
     "fingerprint",
@@ -169,6 +191,7 @@ __all__ = [
     "pad_to_multiple",
     "random_weights",
     "read_state_dict",
+    "read_submodule_tensors",
     "read_weights",
     "resize_center_crop",
     "resize_center_crop_normalize",
@@ -176,4 +199,5 @@ __all__ = [
     "sample_images",
     "seeded_init",
     "state_dict_mismatches",
+    "wrap_compressai_model",
 ]

@@ -90,10 +90,22 @@ def test_other_commands_keep_working_and_use_the_builtin(runner: CliRunner, monk
     assert result.exit_code == 0, result.output
     assert read_nk(target).codec == "tic"
     [warning] = _warnings(result.stderr)  # one line for the plugin, though two of its codecs were dropped
-    assert warning.startswith("Warning: plugin 'builtin-clash' failed: PluginError: codec name 'tic' of plugin")
-    assert "codec 'tic' of plugin 'builtin-clash' was dropped" in warning
-    assert "codec 'tac' of plugin 'builtin-clash' was dropped" in warning
-    assert warning.endswith("(see neckkit list-plugins)")
+    assert warning == (
+        "Warning: plugin 'builtin-clash' failed: PluginError: codec name 'tic' of plugin 'builtin-clash' is already "
+        f"registered by built-in plugin {CODECS!r} (codec 'tic'); codec 'tic' of plugin 'builtin-clash' was dropped "
+        "(rename it, or disable one plugin with NECKKIT_DISABLE_PLUGINS) (+1 more) (see neckkit list-plugins)"
+    )
+
+
+def test_a_plugin_failing_many_ways_is_one_short_warning_line(runner: CliRunner, monkeypatch, photo: Path) -> None:
+    host = _host(monkeypatch, "many_clashes")
+    result = invoke(runner, host, "compress", str(photo), "--codec", "tic", "--tiny", "-o", str(photo) + ".nk")
+    assert result.exit_code == 0, result.output
+    [warning] = _warnings(result.stderr)
+    assert warning.startswith("Warning: plugin 'many-clashes' failed: PluginError: codec name 'elic' of plugin")
+    assert warning.endswith(" (+4 more) (see neckkit list-plugins)")
+    assert len(warning) <= len("Warning: plugin 'many-clashes' failed: ") + plugin_manager.WARNING_ERROR_CHARS + 40
+    assert len(_listing(runner, host)["failed"]) == 5  # list-plugins still shows every error whole
 
 
 def test_between_third_party_plugins_the_one_loaded_first_keeps_the_name(runner: CliRunner, monkeypatch) -> None:

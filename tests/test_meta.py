@@ -82,4 +82,46 @@ def test_every_codec_method_is_in_the_codec_member_table() -> None:
     methods = sorted(name for name, value in vars(Codec).items() if callable(value) and not name.startswith("_"))
     assert "update_entropy_tables" in methods
     for name in methods:
-        assert re.search(rf"^\| `{name}` \|", PLUGIN_DOC, flags=re.MULTILINE), f"Codec.{name} is not in the member table"
+        assert re.search(rf"^\| `{name}` \|", PLUGIN_DOC, flags=re.MULTILINE), (
+            f"Codec.{name} is not in the member table"
+        )
+
+
+def _table(heading_row: str) -> str:
+    """The markdown table of the plugin guide whose header row starts with ``heading_row``."""
+    start = PLUGIN_DOC.index(heading_row)
+    end = PLUGIN_DOC.find("\n\n", start)
+    return PLUGIN_DOC[start : end if end != -1 else None]
+
+
+def test_every_wording_field_is_in_the_wording_table() -> None:
+    import dataclasses
+
+    from neckkit.loading.hub import Wording
+
+    table = _table("| `Wording` field |")
+    for field in dataclasses.fields(Wording):
+        assert re.search(rf"^\| `{field.name}` \|", table, flags=re.MULTILINE), (
+            f"Wording.{field.name} is not documented"
+        )
+
+
+def test_every_encoder_attribute_and_mllm_member_is_in_its_table() -> None:
+    from neckkit.interfaces.encoder import VisualEncoder
+    from neckkit.interfaces.mllm import MLLM
+
+    attributes = _table("| attribute | type | meaning |")
+    for name in VisualEncoder.__annotations__:
+        assert re.search(rf"^\| `{name}` \|", attributes, flags=re.MULTILINE), f"VisualEncoder.{name} is not documented"
+    assert "embed_dim" in VisualEncoder.__annotations__
+    members = _table("| member | signature | contract |\n|---|---|---|\n| `encoder` |")
+    public = [name for name in (*MLLM.__annotations__, *vars(MLLM)) if not name.startswith("_")]
+    for name in public:
+        assert re.search(rf"^\| `{name}` \|", members, flags=re.MULTILINE), f"MLLM.{name} is not documented"
+    assert "generate_from_pixels" in public
+
+
+def test_the_option_table_gives_entry_layers_range_and_compress_has_one_signature() -> None:
+    assert re.search(r"^\| `entry_layer` \| int \| .*`0\.\.num_layers`", PLUGIN_DOC, flags=re.MULTILINE)
+    assert "| `compress` | `(x, analysis=None) -> LatentPayload(strings, shape)` |" in PLUGIN_DOC
+    assert "`compress` has one signature, `compress(self, x, analysis=None)`" in PLUGIN_DOC

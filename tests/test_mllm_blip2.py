@@ -310,7 +310,7 @@ def test_loading_in_bfloat16(folder: Path) -> None:
 
 
 def test_weights_and_tiny_are_exclusive(folder: Path) -> None:
-    with pytest.raises(NeckkitError, match="either weights or tiny/random_init"):
+    with pytest.raises(NeckkitError, match=r"^build_blip2\(\): tiny and weights exclude each other"):
         build_blip2(weights=str(folder), tiny=True)
 
 

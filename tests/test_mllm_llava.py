@@ -165,7 +165,7 @@ def test_missing_weights_offline_give_one_line(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(NeckkitError, match="local folder") as error:
         build_llava(weights=str(tmp_path / "empty"))
     assert "\n" not in str(error.value)
-    with pytest.raises(NeckkitError, match="either weights or tiny"):
+    with pytest.raises(NeckkitError, match=r"^build_llava\(\): tiny and weights exclude each other"):
         build_llava(weights="x/y", tiny=True)
 
 

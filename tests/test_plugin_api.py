@@ -6,13 +6,15 @@ Each name of ``plugin_api.__all__`` appears below as ``api.<name>``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from compressai.models import FactorizedPrior
+from compressai.models import FactorizedPrior, JointAutoregressiveHierarchicalPriors
+from safetensors.torch import save_file
 from torch import nn
 from typer.testing import CliRunner
 
@@ -34,7 +36,10 @@ def test_all_is_sorted_unique_and_every_name_resolves() -> None:
 
 
 def test_importing_the_api_does_not_import_torch(tmp_path: Path) -> None:
-    code = "import sys, neckkit.plugin_api as api; api.hookimpl; api.lazy_factory; print('torch' in sys.modules)"
+    code = (
+        "import sys, neckkit.plugin_api as api; api.hookimpl; api.lazy_factory; "
+        "api.compressai_factory('mbt2018', tiny_sizes=(16, 32)); api.COMPRESSAI_OPTIONS; print('torch' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert (result.returncode, result.stdout) == (0, "False\n"), result.stderr
 
@@ -193,6 +198,72 @@ def test_random_weights_agrees_with_tiny_weights_in_and_out_of_a_build(bare_host
     assert component.build(tiny=True, weights="file.pth") is False and component.build(tiny=True) is True
 
 
+def test_wrap_compressai_model_makes_any_supported_model_an_exact_codec() -> None:
+    with api.seeded_init(2):
+        model = JointAutoregressiveHierarchicalPriors(16, 32)  # mbt2018: serial context model
+    model.g_a[-1].weight.data.mul_(20.0)  # real symbols, not only zeros, from a tiny random model
+    codec = api.wrap_compressai_model(model, "mine")
+    assert isinstance(codec, api.CompressAICodec) and isinstance(codec, api.Codec)
+    assert (codec.model, codec.name, codec.latent_channels, codec.pad_multiple) == (model, "mine", 32, 64)
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        analysis = codec.analyze(x)
+        assert torch.equal(codec.decompress_latent(codec.compress(x)), analysis.y_hat)
+    assert analysis.y_hat.round().abs().sum() > 0 and set(analysis.likelihoods) == {"y", "z"}
+    with pytest.raises(api.NeckkitError, match="^no neckkit adapter for CompressAI model FactorizedPrior$"):
+        api.wrap_compressai_model(FactorizedPrior(8, 16))
+
+
+def test_compressai_factory_builds_a_zoo_model_with_the_standard_options(bare_host: PluginHost) -> None:
+    class Plugin:
+        @staticmethod
+        @api.hookimpl
+        def register_codecs(register: api.RegisterCallback) -> None:
+            for name in ("cheng2020-attn", "mbt2018-mean", "bmshj2018-factorized"):
+                register(
+                    name,
+                    api.compressai_factory(name, tiny_sizes=(8,) if "cheng" in name else (8, 16)),
+                    description=name,
+                    tiny=True,
+                    tiny_weights=True,
+                    options=api.COMPRESSAI_OPTIONS,
+                )
+            register(
+                "wrong-sizes",
+                api.compressai_factory("mbt2018", tiny_sizes=(8,)),
+                description="x",
+                tiny=True,
+                options=api.COMPRESSAI_OPTIONS,
+            )
+
+    assert bare_host.register(Plugin, "p", "1.0")
+    assert sorted(api.COMPRESSAI_OPTIONS) == ["quality", "random_init", "tiny", "weights"]
+    codecs = bare_host.components("codec")
+    attention = codecs.get("cheng2020-attn").build(tiny=True)
+    assert (type(attention.model).__name__, attention.latent_channels) == ("Cheng2020Attention", 8)
+    assert codecs.get("mbt2018-mean").build(tiny=True).name == "mbt2018-mean-tiny"
+    with pytest.raises(api.NeckkitError) as caught:
+        codecs.get("bmshj2018-factorized").build(tiny=True)
+    assert str(caught.value) == (
+        "unknown CompressAI zoo model 'bmshj2018-factorized' for neckkit's adapter; choose one of "
+        "bmshj2018-hyperprior, mbt2018-mean, mbt2018, cheng2020-anchor, cheng2020-attn"
+    )
+    with pytest.raises(api.NeckkitError, match=r"^mbt2018's tiny_sizes are \(N, M\), got \(8,\)$"):
+        codecs.get("wrong-sizes").build(tiny=True)
+
+
+def test_byte_level_tokenizer_round_trips_any_text_offline() -> None:
+    tokenizer = api.byte_level_tokenizer(("<unk>", "<s>", "</s>", "<pad>"), bos="<s>")
+    ids = tokenizer("héllo <image>")["input_ids"]
+    assert ids[0] == tokenizer.bos_token_id == 1  # the family's special ids come first
+    assert len(ids) == 1 + len("héllo ".encode()) + 1  # one token per byte, <image> never split
+    assert tokenizer.convert_ids_to_tokens(ids[-1]) == "<image>" and ids[-1] == 4 + 256
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "héllo "
+    assert (tokenizer.pad_token_id, tokenizer.padding_side) == (3, "left")
+    with pytest.raises(ValueError, match="bos, eos, pad and unk must be among the special tokens"):
+        api.byte_level_tokenizer(("<s>", "</s>"), bos="<s>")
+
+
 WORDING = api.Wording(
     name="toy weights",
     hub_id="owner/toy",
@@ -216,6 +287,33 @@ def test_weights_source_tells_a_folder_from_a_hub_id_with_one_line_errors(tmp_pa
         "cannot load toy weights 'owner/absent' from the Hugging Face cache (HF_HUB_OFFLINE is set)"
     )
     assert 'hf download owner/absent --include "*.json"' in message and "\n" not in message
+
+
+def test_read_submodule_tensors_opens_only_the_shards_holding_them(tmp_path: Path) -> None:
+    save_file(
+        {"vision_model.proj.weight": torch.ones(2, 2), "vision_model.proj.bias": torch.zeros(2)},
+        tmp_path / "model-00001-of-00002.safetensors",
+    )
+    save_file({"language_model.head.weight": torch.ones(3)}, tmp_path / "model-00002-of-00002.safetensors")
+    weight_map = {
+        "vision_model.proj.weight": "model-00001-of-00002.safetensors",
+        "vision_model.proj.bias": "model-00001-of-00002.safetensors",
+        "language_model.head.weight": "model-00002-of-00002.safetensors",
+    }
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    (tmp_path / "model-00002-of-00002.safetensors").unlink()  # never opened: it holds no vision tensor
+    source = api.WeightsSource(str(tmp_path), WORDING)
+    state = api.read_submodule_tensors(source, "vision_model.")
+    assert sorted(state) == ["proj.bias", "proj.weight"] and torch.equal(state["proj.weight"], torch.ones(2, 2))
+    with pytest.raises(api.NeckkitError) as caught:
+        api.read_submodule_tensors(source, "language_model.")
+    assert str(caught.value) == (
+        f"cannot load toy weights the local folder '{tmp_path}': model-00002-of-00002.safetensors not found. "
+        "Pass a folder holding config.json"
+    )
+    with pytest.raises(api.NeckkitError) as caught:
+        api.read_submodule_tensors(source, "qformer.")
+    assert str(caught.value) == f"toy weights the local folder '{tmp_path}' hold no tensors named qformer.*"
 
 
 def test_preprocessing_helpers_resize_crop_and_normalise() -> None:
@@ -272,9 +370,9 @@ def test_host_for_tests_has_the_builtins_and_the_plugins_whatever_the_environmen
     assert {"tic", "elic", "toy-codec"} <= {component.name for component in host.components("codec")}
     assert [plugin.name for plugin in host.plugins() if not plugin.builtin] == ["neckkit_toy.plugin"]
     assert len(PluginHost(env={}).components("codec")) == 0  # a bare host has no built-ins
-    assert [component.name for component in api.host_for_tests(neckkit_toy.plugin, builtins=False).components("codec")] == [
-        "toy-codec"
-    ]
+    assert [
+        component.name for component in api.host_for_tests(neckkit_toy.plugin, builtins=False).components("codec")
+    ] == ["toy-codec"]
     with pytest.raises(api.PluginError, match="^plugin 'misspelled_hook' failed: PluginValidationError: unknown hook"):
         api.host_for_tests(misspelled_hook)
 
@@ -321,8 +419,9 @@ def test_a_third_party_codec_decodes_untrusted_files_through_the_bounded_decoder
 
     codec = toy_plugin.components("codec").get("toy").build(random_init=True, seed=4).eval()
     x = torch.rand(1, 3, 32, 48)
-    nk = NkFile.from_payload(codec.compress(x), codec="toy-codec", fingerprint="0" * 16, original_size=(32, 48),
-                             padding=(0, 0, 0, 0))
+    nk = NkFile.from_payload(
+        codec.compress(x), codec="toy-codec", fingerprint="0" * 16, original_size=(32, 48), padding=(0, 0, 0, 0)
+    )
     y_hat = api.decode_latent(codec, nk, source="toy.nk")
     assert torch.equal(y_hat, codec.analyze(x).y_hat) and y_hat.shape == (1, 8, 8, 12)
     assert isinstance(codec.entropy_bottleneck.entropy_coder._decoder, api.BoundedRansDecoder)

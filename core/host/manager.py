@@ -23,6 +23,7 @@ import importlib
 import itertools
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
     import typer
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
+# A failed plugin's warning names its first error, cut to this many characters; list-plugins shows every error whole.
+WARNING_ERROR_CHARS = 300
 # Built-in plugins, registered under their module names exactly like third-party plugins.
 # Each package's __init__ registers its components with lazy factories (so listing them never
 # imports torch); the components themselves live one per module inside the package.
@@ -156,11 +159,17 @@ class PluginHost:
         return errors
 
     def warnings(self) -> list[str]:
-        """One warning line per failed plugin, as every command but ``list-plugins`` prints them."""
-        return [
-            f"Warning: plugin {plugin!r} failed: {'; '.join(errors)} (see neckkit list-plugins)"
-            for plugin, errors in self.failures_by_plugin().items()
-        ]
+        """One short line per failed plugin, as every command but ``list-plugins`` prints them.
+
+        The line names the plugin's first error (at most :data:`WARNING_ERROR_CHARS` characters) and how
+        many more it has, so a plugin that fails many ways is still one readable line.
+        """
+        lines = []
+        for plugin, errors in self.failures_by_plugin().items():
+            first = textwrap.shorten(errors[0], WARNING_ERROR_CHARS, placeholder=" ...")
+            more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+            lines.append(f"Warning: plugin {plugin!r} failed: {first}{more} (see neckkit list-plugins)")
+        return lines
 
     def _disabled(self, *names: str) -> bool:
         disabled = _names_from_env(self.env, "NECKKIT_DISABLE_PLUGINS") or set()

@@ -18,10 +18,11 @@ class VisualEncoder(nn.Module, metaclass=abc.ABCMeta):
     """
 
     width: int  # token dimension
+    embed_dim: int  # size of head()'s image embedding (and of encode_text's text embeddings)
     grid: int  # patch tokens per side
     image_size: int  # input side in pixels after preprocess
     num_layers: int  # transformer blocks
-    entry_layer: int = 2  # block index where neck tokens enter (paper: 2)
+    entry_layer: int = 2  # block index where neck tokens enter, 0..num_layers (paper: 2)
     has_class_token: bool = True
 
     @abc.abstractmethod

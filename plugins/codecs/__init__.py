@@ -7,18 +7,22 @@ Swin-transformer stages. The factories are lazy, so listing codecs never imports
 
 from __future__ import annotations
 
-from neckkit.plugin_api import RegisterCallback, hookimpl, lazy_factory
+from neckkit.plugin_api import COMPRESSAI_OPTIONS, RegisterCallback, compressai_factory, hookimpl, lazy_factory
 
 TINY_HELP = "tiny widths, random init (tests, quick start)"
-WEIGHTS_HELP = "CompressAI-style state dict file (.pth/.pth.tar; wrapped or module.-prefixed is fine)"
+WEIGHTS_HELP = COMPRESSAI_OPTIONS["weights"]
 RANDOM_HELP = "real-size architecture, random weights"
 # Every built-in codec names its synthesis transform (Codec.synthesis_modules), so all train d1, d2 and d3.
 SCENARIOS = ("d1", "d2", "d3")
 ZOO = {
-    # name: (description, qualities with CompressAI pretrained weights)
-    "bmshj2018-hyperprior": ("Ballé et al. 2018 scale hyperprior (CompressAI zoo)", tuple(range(1, 9))),
-    "mbt2018-mean": ("Minnen et al. 2018 mean-scale hyperprior (CompressAI zoo)", tuple(range(1, 9))),
-    "cheng2020-anchor": ("Cheng et al. 2020 anchor, autoregressive context (CompressAI zoo)", tuple(range(1, 7))),
+    # name: (description, qualities with CompressAI pretrained weights, tiny sizes (N, M) or (N,))
+    "bmshj2018-hyperprior": ("Ballé et al. 2018 scale hyperprior (CompressAI zoo)", tuple(range(1, 9)), (16, 32)),
+    "mbt2018-mean": ("Minnen et al. 2018 mean-scale hyperprior (CompressAI zoo)", tuple(range(1, 9)), (16, 32)),
+    "cheng2020-anchor": (
+        "Cheng et al. 2020 anchor, autoregressive context (CompressAI zoo)",
+        tuple(range(1, 7)),
+        (16,),
+    ),
 }
 
 
@@ -52,20 +56,14 @@ def register_codecs(register: RegisterCallback) -> None:
             "random_init": RANDOM_HELP,
         },
     )
-    for name, (description, qualities) in ZOO.items():
+    for name, (description, qualities, tiny_sizes) in ZOO.items():
         register(
             name,
-            lazy_factory("neckkit.plugins.codecs.zoo:build_zoo", model=name),
+            compressai_factory(name, tiny_sizes),  # the CompressAI adapter, as a third-party codec would
             description=description,
             tiny=True,
             tiny_weights=True,  # weights=<file> with tiny=True: a tiny zoo model trained elsewhere
             qualities=qualities,
             scenarios=SCENARIOS,
-            options={
-                "quality": "CompressAI pretrained weights (downloaded into the torch hub cache); with random_init, "
-                "that quality's architecture",
-                "weights": WEIGHTS_HELP,
-                "tiny": TINY_HELP + "; with weights, loads them into the tiny model",
-                "random_init": RANDOM_HELP + " (the highest quality's sizes unless quality is given)",
-            },
+            options=COMPRESSAI_OPTIONS,
         )

@@ -10,7 +10,8 @@ full BLIP-2 checkpoint (``Blip2ForConditionalGeneration`` / ``Blip2Model`` / ...
 ``save_pretrained``: ``config.json`` with ``model_type`` ``"blip-2"``, tensors named
 ``vision_model.*``) or a bare ``Blip2VisionModel`` folder (tensors named without a prefix).
 Only the vision config and the ``vision_model.*`` tensors are read, from just the safetensors
-shards that hold them; the language model and the Q-Former are never built.
+shards that hold them (``neckkit.plugin_api.read_submodule_tensors``); the language model and the
+Q-Former are never built.
 ``tiny=True`` builds the same class with tiny widths; ``random_init=True`` the real ViT-g with
 random weights.
 """
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from neckkit.loading.shards import INDEX_FILE, SINGLE_FILE  # noqa: F401 (Hugging Face's names; blip2 MLLM reads them)
 from neckkit.plugin_api import (
     OPENAI_MEAN,
     OPENAI_STD,
@@ -31,6 +33,7 @@ from neckkit.plugin_api import (
     WeightsSource,
     Wording,
     random_weights,
+    read_submodule_tensors,
     resize_square_normalize,
     state_dict_mismatches,
 )
@@ -39,8 +42,6 @@ HUB_ID = "Salesforce/blip2-opt-2.7b"
 VISION_PREFIX = "vision_model."  # prefix of the vision tensors in a full BLIP-2 checkpoint
 FULL_MODEL_TYPE = "blip-2"
 VISION_MODEL_TYPE = "blip_2_vision_model"
-SINGLE_FILE = "model.safetensors"
-INDEX_FILE = "model.safetensors.index.json"
 # transformers' default initializer_range for BLIP-2 vision is 1e-10, which makes a random model
 # nearly constant; random and tiny models use the usual 0.02 so their outputs depend on the input.
 RANDOM_INIT_RANGE = 0.02
@@ -92,44 +93,6 @@ def read_vision_config(source: WeightsSource) -> tuple[Any, str]:
     )
 
 
-def _strip(key: str, prefix: str) -> str | None:
-    """The vision-model name of a checkpoint key, or None when the key is not a vision tensor."""
-    if key.startswith(VISION_PREFIX):
-        return key[len(VISION_PREFIX) :]
-    return None if prefix else key
-
-
-def read_vision_state_dict(source: WeightsSource, prefix: str) -> dict[str, Tensor]:
-    """The vision tensors, named as in ``Blip2VisionModel``, read only from the shards holding them."""
-    from safetensors import safe_open
-
-    index_path = source.folder / INDEX_FILE
-    if index_path.is_file():
-        try:
-            weight_map: dict[str, str] = json.loads(index_path.read_text())["weight_map"]
-        except (OSError, ValueError, KeyError) as error:
-            raise NeckkitError(f"cannot read {INDEX_FILE} of BLIP-2 weights {source.where}: {error!r}") from None
-        by_file: dict[str, list[str]] = {}
-        for key, filename in weight_map.items():
-            if _strip(key, prefix) is not None:
-                by_file.setdefault(filename, []).append(key)
-        source.need(sorted(by_file))
-    else:
-        source.need([SINGLE_FILE])
-        by_file = {SINGLE_FILE: []}  # keys read from the file itself
-    state: dict[str, Tensor] = {}
-    for filename, keys in sorted(by_file.items()):
-        try:
-            with safe_open(str(source.folder / filename), framework="pt") as handle:
-                for key in keys or [key for key in handle.keys() if _strip(key, prefix) is not None]:
-                    state[_strip(key, prefix)] = handle.get_tensor(key)
-        except Exception as error:  # safetensors raises its own error types for corrupt files
-            raise NeckkitError(f"cannot read {filename} of BLIP-2 weights {source.where}: {str(error).splitlines()[0]}") from None
-    if not state:
-        raise NeckkitError(f"BLIP-2 weights {source.where} hold no vision tensors (no {VISION_PREFIX!r} keys)")
-    return state
-
-
 def check_state_dict(model: torch.nn.Module, state: dict[str, Tensor], where: str) -> None:
     """One error line naming a few missing, unexpected and wrongly shaped tensors, if any."""
     problems = state_dict_mismatches(model.state_dict(), state, reference="model")
@@ -143,7 +106,7 @@ def load_blip2_vision(weights: str) -> Any:
 
     source = WeightsSource(weights, WORDING, fetch=["config.json", INDEX_FILE])
     config, prefix = read_vision_config(source)
-    state = read_vision_state_dict(source, prefix)
+    state = read_submodule_tensors(source, prefix)  # only the shards holding the vision tensors
     with torch.device("meta"):  # no random init of ~1B parameters: every tensor is assigned below
         model = Blip2VisionModel(config)
     check_state_dict(model, state, source.where)

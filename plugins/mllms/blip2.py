@@ -41,7 +41,7 @@ from torch import Tensor
 
 from neckkit.errors import first_line
 from neckkit.loading.weights import few_names
-from neckkit.plugin_api import MLLM, NeckkitError, WeightsSource, Wording, random_weights
+from neckkit.plugin_api import MLLM, NeckkitError, WeightsSource, Wording, byte_level_tokenizer, random_weights
 from neckkit.plugins.encoders.blip2 import (
     FULL_MODEL_TYPE,
     HUB_ID,
@@ -53,7 +53,7 @@ from neckkit.plugins.encoders.blip2 import (
     build_blip2_vision,
 )
 from neckkit.plugins.mllms.common import GENERATION_OPTIONS, generation_settings, pair_prompts, repeat_batch
-from neckkit.plugins.mllms.tokenizer import IMAGE_TOKEN, byte_level_tokenizer
+from neckkit.plugins.mllms.tokenizer import IMAGE_TOKEN
 
 ENCODER = "eva-g-blip2"
 # The files a BLIP-2 folder needs: the model's config and safetensors, the processor's and tokenizer's files.

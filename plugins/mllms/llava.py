@@ -28,10 +28,19 @@ import torch
 from torch import Tensor
 
 from neckkit.errors import first_line
-from neckkit.plugin_api import MLLM, NeckkitError, VisualEncoder, WeightsSource, Wording, hub_offline, random_weights
+from neckkit.plugin_api import (
+    MLLM,
+    NeckkitError,
+    VisualEncoder,
+    WeightsSource,
+    Wording,
+    byte_level_tokenizer,
+    hub_offline,
+    random_weights,
+)
 from neckkit.plugins.encoders.clip import HFClipEncoder
 from neckkit.plugins.mllms.common import GENERATION_OPTIONS, generation_settings, pair_prompts, repeat_batch
-from neckkit.plugins.mllms.tokenizer import IMAGE_TOKEN, byte_level_tokenizer
+from neckkit.plugins.mllms.tokenizer import IMAGE_TOKEN
 
 HUB_ID = "llava-hf/llava-1.5-7b-hf"
 ENCODER = "clip-l-336"

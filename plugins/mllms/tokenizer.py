@@ -1,5 +1,7 @@
 """An offline byte-level tokenizer for tiny and random-init MLLMs: built locally, no download.
 
+Exported to plugins as ``neckkit.plugin_api.byte_level_tokenizer``.
+
 One token per UTF-8 byte, so any text round-trips. The special tokens come first, in the order
 and roles of the model family's own tokenizer (Llama: ``<unk> <s> </s> <pad>``; OPT:
 ``<s> <pad> </s> <unk>`` with ``</s>`` as BOS), so a tiny model keeps its family's token ids.

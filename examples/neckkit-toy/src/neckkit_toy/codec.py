@@ -49,7 +49,7 @@ class ToyCodec(Codec):
         _, y_likelihoods = self.entropy_bottleneck(y)
         medians = self.entropy_bottleneck._get_medians()  # [1, C, 1, 1]
         y_hat = quantize_ste(y - medians) + medians  # the same rounding as compress()
-        return Analysis(y_hat=y_hat, likelihoods={"y": y_likelihoods})
+        return Analysis(y_hat=y_hat, likelihoods={"y": y_likelihoods}, latents={"y": y})  # y: for compress()
 
     def synthesize(self, y_hat: Tensor) -> Tensor:
         return self.g_s(y_hat).clamp(0, 1)  # [B, 3, H, W]
@@ -58,9 +58,11 @@ class ToyCodec(Codec):
         return [self.g_s]  # scenario d3 freezes the decoder side and trains g_a for machines only
 
     @torch.no_grad()
-    def compress(self, x: Tensor) -> LatentPayload:
+    def compress(self, x: Tensor, analysis: Analysis | None = None) -> LatentPayload:
         self.entropy_bottleneck.update()  # builds missing tables only; a no-op when stored or rebuilt ones exist
-        y = self.g_a(x)
+        y = analysis.latent_for("y", x) if analysis is not None else None  # analyze(x)'s y: g_a runs once
+        if y is None:
+            y = self.g_a(x)
         return LatentPayload(strings=[self.entropy_bottleneck.compress(y)], shape=tuple(y.shape[-2:]))
 
     def payload_shape(self, height: int, width: int) -> tuple[int, ...]:

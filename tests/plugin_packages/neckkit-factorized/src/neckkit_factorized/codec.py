@@ -48,7 +48,7 @@ class FactorizedCodec(Codec):
         _, likelihoods = bottleneck(y)
         medians = bottleneck._get_medians().detach()  # [1, M, 1, 1]
         y_hat = quantize_ste(y - medians) + medians
-        return Analysis(y_hat=y_hat, likelihoods={"y": likelihoods})
+        return Analysis(y_hat=y_hat, likelihoods={"y": likelihoods}, latents={"y": y})  # y: for compress()
 
     def synthesize(self, y_hat: Tensor) -> Tensor:
         return self.model.g_s(y_hat).clamp(0, 1)  # [B, 3, H, W]
@@ -57,10 +57,12 @@ class FactorizedCodec(Codec):
         return [self.model.g_s]
 
     @torch.no_grad()
-    def compress(self, x: Tensor) -> LatentPayload:
+    def compress(self, x: Tensor, analysis: Analysis | None = None) -> LatentPayload:
         self.check_input(x)
         self.model.update()  # builds missing tables only: stored or rebuilt ones are used as they are
-        y = self.model.g_a(x)
+        y = analysis.latent_for("y", x) if analysis is not None else None  # analyze(x)'s y: g_a runs once
+        if y is None:
+            y = self.model.g_a(x)
         strings = self.model.entropy_bottleneck.compress(y)
         return LatentPayload(strings=[list(strings)], shape=tuple(int(side) for side in y.shape[-2:]))
 
