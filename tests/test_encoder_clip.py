@@ -97,7 +97,7 @@ def test_missing_weights_offline_give_one_line_with_what_to_do() -> None:
 
 
 def test_weights_and_tiny_together_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(NeckkitError, match="either weights or tiny/random_init"):
+    with pytest.raises(NeckkitError, match=r"build_clip\(\): tiny and weights exclude each other"):
         build_clip("clip-l", weights=str(tmp_path), tiny=True)
 
 
