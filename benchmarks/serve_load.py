@@ -1,7 +1,8 @@
 """A bounded load test of ``neckkit serve`` on 127.0.0.1, then a storm of malformed requests.
 
-    python benchmarks/serve_load.py [--requests 48] [--malformed 1000] [--max-new-tokens 8] [--out serve_load.json]
+    python benchmarks/serve_load.py [--requests 48] [--malformed 1000] [--crafted 300] [--out serve_load.json]
     python benchmarks/serve_load.py --neck runs/neck336 --nk photo.nk     # your own tiny neck and bitstream
+    python benchmarks/serve_load.py --decode-workers 0                    # entropy decoding in the server process
 
 Everything stays on the loopback interface and stops by itself. Without ``--neck`` it trains a tiny
 clip-l-336 neck on tiny TIC (2 steps) and compresses a bundled photo, in a temporary folder. Then, for
@@ -12,8 +13,12 @@ concurrent clients (greedy, ``--max-new-tokens``), and stops the server with SIG
 server), and fires ``--malformed`` bad requests (random bytes, truncated and bit-flipped ``.nk``,
 a huge declared Content-Length, bad JSON, wrong content types, missing prompts, ...) at a batched
 server, counting crashes (5xx or connection errors), hangs (no reply within ``--timeout``) and any
-reply that is not a 4xx; ``/health`` must still answer 200 afterwards. Prints a table; ``--out``
-writes the same figures as JSON.
+reply that is not a 4xx; ``/health`` must still answer 200 afterwards. Then it sends ``--crafted``
+hostile ``.nk`` files (valid containers with damaged streams or implausible geometry, from
+:func:`neckkit.bitstream.hostile.crafted_files`), one good request after every 20 of them, and checks
+that every good answer equals the one before the storm, that no reply is a 5xx, and how many decode
+workers crashed or hung (``/metrics``). Both servers run with ``--decode-workers`` (default: the
+server's own default). Prints a table; ``--out`` writes the same figures as JSON.
 """
 
 from __future__ import annotations
@@ -66,12 +71,13 @@ class Server:
     """``neckkit serve --tiny`` on a free loopback port; ``stop`` sends SIGTERM and waits."""
 
     def __init__(self, neck: Path, mllm: str, max_batch: int, max_wait_ms: float, env: dict[str, str],
-                 log: Path) -> None:
+                 log: Path, extra: list[str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         self.log = log.open("w")
         command = [*neckkit_command(), "serve", "--neck", str(neck), "--mllm", mllm, "--tiny", "--host", HOST,
-                   "--port", str(self.port), "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms)]
+                   "--port", str(self.port), "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms),
+                   *(extra or [])]
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
 
     def wait_ready(self, limit: float = 300.0) -> float:
@@ -278,6 +284,77 @@ def fire_malformed(url: str, port: int, nk: bytes, count: int, max_body: int, cl
             "not_4xx": not_4xx, "by_kind": outcomes}
 
 
+# -- crafted .nk files ---------------------------------------------------------------------------------
+
+
+def metric(url: str, name: str) -> float | None:
+    """One unlabelled value from ``/metrics``."""
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    return None
+
+
+def fire_crafted(url: str, nk: bytes, count: int, clients: int, max_new_tokens: int,
+                 timeout: float) -> dict[str, Any]:
+    """``count`` hostile .nk files, a good request after every 20; do the good answers stay the same?"""
+    from neckkit.bitstream import decode_nk
+    from neckkit.bitstream.hostile import crafted_files
+
+    crafted = list(crafted_files(decode_nk(nk), count=count, seed=18))
+    prompt = {"prompt": "What is in the picture?", "max_new_tokens": max_new_tokens}
+    nk_type = {"content-type": "application/x-neckkit-nk"}
+    before = {name: metric(url, name) for name in ("neckkit_decode_worker_crashes_total",
+                                                   "neckkit_decode_timeouts_total")}
+    outcomes: dict[str, dict[str, int]] = {}
+    lock = threading.Lock()
+    local = threading.local()
+
+    def client() -> httpx.Client:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=url, timeout=timeout)
+        return local.client
+
+    def send(item: tuple[str, bytes]) -> None:
+        kind, data = item
+        try:
+            outcome = str(client().post("/v1/ask", params={**prompt, "max_new_tokens": 2}, content=data,
+                                        headers=nk_type).status_code)
+        except httpx.TimeoutException:
+            outcome = "hang"
+        except httpx.HTTPError:
+            outcome = "connection"
+        with lock:
+            by_outcome = outcomes.setdefault(kind.split("+")[0], {})
+            by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
+
+    def good_answer() -> list[str] | str:
+        reply = httpx.post(f"{url}/v1/ask", params=prompt, content=nk, headers=nk_type, timeout=timeout)
+        return reply.json()["answers"] if reply.status_code == 200 else f"HTTP {reply.status_code}"
+
+    expected = good_answer()
+    good: list[list[str] | str] = []
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        for first in range(0, len(crafted), 20):
+            list(pool.map(send, crafted[first : first + 20]))
+            good.append(good_answer())
+    seconds = time.perf_counter() - start
+    totals: dict[str, int] = {}
+    for by_outcome in outcomes.values():
+        for outcome, n in by_outcome.items():
+            totals[outcome] = totals.get(outcome, 0) + n
+    after = {name: metric(url, name) for name in before}
+    return {"requests": len(crafted), "good_requests": len(good), "seconds": round(seconds, 2),
+            "outcomes": totals, "by_kind": outcomes,
+            "good_answers_unchanged": all(answer == expected for answer in good),
+            "server_errors": sum(n for outcome, n in totals.items() if not outcome.startswith(("2", "4"))),
+            "worker_crashes": (after["neckkit_decode_worker_crashes_total"] or 0)
+            - (before["neckkit_decode_worker_crashes_total"] or 0),
+            "decode_timeouts": (after["neckkit_decode_timeouts_total"] or 0)
+            - (before["neckkit_decode_timeouts_total"] or 0)}
+
+
 # -- main --------------------------------------------------------------------------------------------
 
 
@@ -293,6 +370,8 @@ def main() -> None:
     parser.add_argument("--cli-runs", type=int, default=3)
     parser.add_argument("--malformed", type=int, default=1000)
     parser.add_argument("--malformed-clients", type=int, default=8)
+    parser.add_argument("--crafted", type=int, default=300, help="hostile .nk files sent to the batched server")
+    parser.add_argument("--decode-workers", type=int, help="neckkit serve --decode-workers (default: its default)")
     parser.add_argument("--max-body-bytes", type=int, default=1 << 20, help="the server's default limit")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds before a request counts as a hang")
     parser.add_argument("--out", type=Path, help="write the figures as JSON")
@@ -326,7 +405,8 @@ def main() -> None:
 
         figures["load"] = {}
         for label, max_batch in (("batched", 16), ("unbatched", 1)):
-            server = Server(neck, args.mllm, max_batch, args.max_wait_ms, env, work / f"serve-{label}.log")
+            extra = ["--decode-workers", str(args.decode_workers)] if args.decode_workers is not None else []
+            server = Server(neck, args.mllm, max_batch, args.max_wait_ms, env, work / f"serve-{label}.log", extra)
             try:
                 ready = server.wait_ready()
                 print(f"{label} server (--max-batch {max_batch}) ready in {ready:.1f} s", flush=True)
@@ -351,6 +431,12 @@ def main() -> None:
                     after = load(server.url, nk, 1, 2, args.max_new_tokens, args.timeout)
                     bad["answers_after"] = after["ok"]
                     figures["malformed"] = bad
+                if label == "batched" and args.crafted:
+                    print(f"sending {args.crafted} crafted .nk files between good requests ...", flush=True)
+                    crafted = fire_crafted(server.url, nk, args.crafted, args.malformed_clients, args.max_new_tokens,
+                                           args.timeout)
+                    crafted["health_after"] = httpx.get(f"{server.url}/health", timeout=10).status_code
+                    figures["crafted"] = crafted
             finally:
                 figures["load"].setdefault(label, {})["exit_code"] = server.stop()
 
@@ -398,6 +484,13 @@ def print_table(figures: dict[str, Any], args: argparse.Namespace) -> None:
               f"good answers after: {bad['answers_after']}")
         for kind, outcomes in sorted(bad["by_kind"].items()):
             print(f"  {kind}: {outcomes}")
+    crafted = figures.get("crafted")
+    if crafted:
+        print(f"crafted .nk: {crafted['requests']} files in {crafted['seconds']} s: replies {crafted['outcomes']}, "
+              f"{crafted['server_errors']} 5xx or connection errors, {crafted['worker_crashes']:g} worker crashes, "
+              f"{crafted['decode_timeouts']:g} decode timeouts; {crafted['good_requests']} good requests between "
+              f"them, answers unchanged: {crafted['good_answers_unchanged']}; /health after: "
+              f"{crafted['health_after']}")
     print("SIGTERM exit codes:", {label: block.get("exit_code") for label, block in figures["load"].items()})
 
 

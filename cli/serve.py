@@ -1,12 +1,14 @@
 """``neckkit serve``: a long-running HTTP server answering questions about bitstreams, with dynamic batching.
 
 The app is :func:`neckkit.serving.http_app.create_app`, run by uvicorn; the models load once, in the
-background (``/health`` is 503 until they are ready). SIGTERM or Ctrl-C: stop accepting, finish the
-requests in flight, exit 0.
+background (``/health`` is 503 until they are ready). Entropy decoding runs in ``--decode-workers``
+processes, so a bitstream that crashes or hangs the decoder fails only its own request. SIGTERM or
+Ctrl-C: stop accepting, finish the requests in flight, exit 0.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -17,6 +19,19 @@ from neckkit.cli.components import component_options
 from neckkit.errors import NeckkitError
 
 SERVE_EXTRA = "neckkit serve needs the serve extra: pip install 'neckkit[serve]'"
+DEFAULT_DECODE_WORKERS = min(2, os.cpu_count() or 1)
+
+
+def share_cores(decode_workers: int) -> None:
+    """Leave the decode workers their cores: the models get ``cpu count - workers`` torch threads (at least 1).
+
+    Unless ``OMP_NUM_THREADS`` says otherwise. On a small CPU machine, torch's OpenMP threads spinning
+    next to busy decode workers made the model calls many times slower.
+    """
+    if decode_workers and "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - decode_workers))
 
 
 def serve(
@@ -32,6 +47,14 @@ def serve(
     max_batch: int = typer.Option(8, "--max-batch", help="Most requests answered together (1: no batching)."),
     max_wait_ms: float = typer.Option(10.0, "--max-wait-ms", help="Longest wait for a batch to fill, in ms."),
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="Largest request body accepted, in bytes."),
+    body_timeout: float = typer.Option(30.0, "--body-timeout", help="Seconds a request body may take to arrive (408)."),
+    max_uploads: int = typer.Option(64, "--max-uploads", help="Request bodies read at once; more get 503 at once."),
+    decode_workers: int = typer.Option(DEFAULT_DECODE_WORKERS, "--decode-workers",
+                                       help="Entropy-decoding processes (0: in the server process, unisolated)."),
+    decode_timeout: float = typer.Option(30.0, "--decode-timeout",
+                                         help="Seconds one entropy decode may take; then its worker is killed."),
+    decode_memory_mb: int = typer.Option(2048, "--decode-memory-mb",
+                                         help="Memory a decode worker may add after start-up, in MiB (0: no cap)."),
     device: str = typer.Option("auto", "--device", help="Where the MLLM and neck run: auto, cpu, cuda, cuda:1..."),
 ) -> None:
     """Serve answers about .nk bitstreams over HTTP (POST /v1/ask, /v1/chat/completions; GET /health, /metrics)."""
@@ -47,6 +70,7 @@ def serve(
     except ImportError:
         raise NeckkitError(SERVE_EXTRA) from None
     from neckkit.serving.answerer import Answerer
+    from neckkit.serving.decode_pool import DecodeWorkers
     from neckkit.serving.http_app import ServeSettings, create_app
 
     if max_batch < 1:
@@ -57,6 +81,16 @@ def serve(
         raise NeckkitError(f"--max-body-bytes must be at least 1024, got {max_body_bytes}")
     if not 0 <= port <= 65535:
         raise NeckkitError(f"--port must be from 0 to 65535, got {port}")
+    if not body_timeout > 0:
+        raise NeckkitError(f"--body-timeout must be positive, got {body_timeout}")
+    if max_uploads < 1:
+        raise NeckkitError(f"--max-uploads must be at least 1, got {max_uploads}")
+    if decode_workers < 0:
+        raise NeckkitError(f"--decode-workers must be at least 0, got {decode_workers}")
+    if not decode_timeout > 0:
+        raise NeckkitError(f"--decode-timeout must be positive, got {decode_timeout}")
+    if decode_memory_mb < 0:
+        raise NeckkitError(f"--decode-memory-mb must be at least 0, got {decode_memory_mb}")
     if not neck.exists():
         raise NeckkitError(f"neck checkpoint {neck} does not exist")
     options = component_options(mllm_opt, weights=mllm_weights, tiny=tiny)
@@ -67,9 +101,13 @@ def serve(
     weights = str(codec_weights) if codec_weights is not None else None
     plugin_host = ctx.obj.host
 
+    isolation = DecodeWorkers(decode_workers, timeout=decode_timeout,
+                              memory_mb=decode_memory_mb or None) if decode_workers else None
+
     def load() -> Answerer:
+        share_cores(decode_workers)
         return Answerer.load(plugin_host, neck, mllm, options, codec_weights=weights, device=neck_device,
-                             decode_threads=min(max_batch, 4))
+                             decode_threads=min(max_batch, 4), decode_workers=isolation)
 
     failure: list[BaseException] = []
     server: uvicorn.Server | None = None
@@ -81,10 +119,10 @@ def serve(
 
     def on_ready(answerer: Answerer) -> None:
         typer.echo(f"neckkit serve: ready on http://{host}:{port} ({answerer.mllm_name}, neck {neck.name}, "
-                   f"max batch {max_batch})", err=True)
+                   f"max batch {max_batch}, {decode_workers or 'no'} decode workers)", err=True)
 
     settings = ServeSettings(mllm=mllm, neck=neck.name, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                             max_body_bytes=max_body_bytes)
+                             max_body_bytes=max_body_bytes, body_timeout=body_timeout, max_uploads=max_uploads)
     app = create_app(settings, load, on_load_error=on_load_error, on_ready=on_ready)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
                             timeout_graceful_shutdown=None)

@@ -15,6 +15,7 @@ from neckkit.bitstream.images import load_image
 from neckkit.errors import NeckkitError
 from neckkit.samples import sample_images
 from neckkit.serving import Answerer, AskRequest, AskResult
+from neckkit.serving.errors import AnswerFailed
 from neckkit.serving.machine_path import SynthesisCounter
 from neckkit.serving.requests import REPORT_FIELDS
 
@@ -111,6 +112,27 @@ def test_errors_stay_with_their_request(answerer: Answerer, served, tmp_path: Pa
         answerer.answer(AskRequest(nk.read_bytes(), ["x?"], GREEDY, uncompressed=True))
     with pytest.raises(NeckkitError, match="at least one prompt"):
         AskRequest(nk, [])
+
+
+def test_a_request_that_breaks_the_model_call_fails_alone(
+    answerer: Answerer, served, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    *_, nk, _photo = served
+    requests = [request(nk, prompt) for prompt in ("What is this?", "BOOM?", "Describe it.", "What colour?")]
+    expected = [answerer.answer(item).answers for item in requests if item.prompts != ("BOOM?",)]
+    generate = answerer.mllm.generate
+
+    def fragile(tokens, prompts, **options):
+        if "BOOM?" in prompts:
+            raise TypeError("TextEncodeInput must be Union[TextInputSequence, Tuple[InputSequence, InputSequence]]")
+        return generate(tokens, prompts, **options)
+
+    monkeypatch.setattr(answerer.mllm, "generate", fragile)
+    results = answerer.answer_batch(requests, return_errors=True)
+    assert [result.answers for result in results if isinstance(result, AskResult)] == expected
+    assert isinstance(results[1], AnswerFailed) and "TypeError: TextEncodeInput" in str(results[1])
+    with pytest.raises(TypeError, match="TextEncodeInput"):
+        answerer.answer_batch(requests)
 
 
 def test_concurrent_calls_from_threads_give_the_sequential_answers(answerer: Answerer, served) -> None:  # noqa: F811

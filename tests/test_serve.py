@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import dataclasses
 import io
 import json
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,20 +50,16 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
-@pytest.fixture(scope="module")
-def server(served, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
-    """``neckkit serve`` in a subprocess, with batches of up to 8 collected within 150 ms."""
-    _runner, _host, neck, *_ = served
-    port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
+@contextlib.contextmanager
+def running_server(command: list[str], log: Path, ready_within: float = 90.0) -> Iterator[Server]:
+    """``command`` (a ``neckkit serve``) in a subprocess, once ``/health`` is 200; terminated afterwards."""
+    port = int(command[command.index("--port") + 1])
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "neckkit", "serve", "--neck", str(neck), "--mllm", "llava-1.5", "--tiny",
-               "--port", str(port), "--max-batch", "8", "--max-wait-ms", "150", "--max-body-bytes", str(MAX_BODY)]
     with open(log, "wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
     started = Server(process, f"http://127.0.0.1:{port}", log)
     try:
-        deadline, status = time.monotonic() + 90, None
+        deadline, status = time.monotonic() + ready_within, None
         while time.monotonic() < deadline:
             assert process.poll() is None, f"the server exited with {process.returncode}: {started.output()}"
             try:
@@ -75,7 +73,7 @@ def server(served, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
                 started.before_ready.append((status, reply.json()))
             assert status in (None, 503), status
             time.sleep(0.2)
-        assert status == 200, f"not ready in 90 s: {started.output()}"
+        assert status == 200, f"not ready in {ready_within:g} s: {started.output()}"
         yield started
     finally:
         if process.poll() is None:
@@ -85,6 +83,18 @@ def server(served, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(served, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
+    """``neckkit serve`` in a subprocess, with batches of up to 8 collected within 150 ms."""
+    _runner, _host, neck, *_ = served
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    command = [sys.executable, "-m", "neckkit", "serve", "--neck", str(neck), "--mllm", "llava-1.5", "--tiny",
+               "--port", str(free_port()), "--max-batch", "8", "--max-wait-ms", "150",
+               "--max-body-bytes", str(MAX_BODY)]
+    with running_server(command, log) as started:
+        yield started
 
 
 def post_nk(server: Server, data: bytes, *prompts: str, **options) -> httpx.Response:

@@ -4,7 +4,13 @@
 - :mod:`neckkit.serving.requests`: :class:`AskRequest` and :class:`AskResult` (the fields of ``ask --json``);
 - :mod:`neckkit.serving.machine_path`: rebuilding the neck's codec and encoder, fingerprint and pairing
   checks, counting synthesis calls;
-- :mod:`neckkit.serving.stopwatch`: :class:`Stopwatch`, per-stage seconds.
+- :mod:`neckkit.serving.stopwatch`: :class:`Stopwatch`, per-stage seconds;
+- :mod:`neckkit.serving.decode_pool` and :mod:`neckkit.serving.decode_worker`: entropy decoding in worker
+  processes (:class:`DecodeWorkers` configures it), so a hostile bitstream costs only its own request;
+- :mod:`neckkit.serving.errors`: the per-request failures (:class:`DamagedBitstream`, ...);
+- the HTTP server: :mod:`~neckkit.serving.http_app` (routes), :mod:`~neckkit.serving.batcher` (dynamic
+  batching), :mod:`~neckkit.serving.uploads` (upload size, time and count limits),
+  :mod:`~neckkit.serving.metrics` (Prometheus).
 
 ``from neckkit.serving import Answerer, AskRequest`` imports torch only when a name is first used.
 """
@@ -18,6 +24,8 @@ _PUBLIC = {
     "Answerer": "neckkit.serving.answerer",
     "AskRequest": "neckkit.serving.requests",
     "AskResult": "neckkit.serving.requests",
+    "DamagedBitstream": "neckkit.serving.errors",
+    "DecodeWorkers": "neckkit.serving.decode_pool",
     "Stopwatch": "neckkit.serving.stopwatch",
 }
 

@@ -3,7 +3,9 @@
 ``.nk`` bitstream -> entropy decoding (the codec's ``decompress_latent``) -> ``y_hat`` -> the neck ->
 tokens entering the MLLM's encoder at ``entry_layer`` -> the LLM -> answers; no image is reconstructed.
 ``neckkit ask`` is one :meth:`Answerer.answer` call; a server keeps one :class:`Answerer` and hands it
-batches (:meth:`Answerer.answer_batch`).
+batches (:meth:`Answerer.answer_batch`), or runs the two stages apart: :meth:`Answerer.prepare` per
+request as it arrives (reading and entropy decoding), :meth:`Answerer.answer_prepared` per batch (the
+neck and the MLLM), so decoding the next requests overlaps the model call of the current batch.
 
 Thread-safety: after :meth:`Answerer.load` returns, :meth:`~Answerer.answer` and
 :meth:`~Answerer.answer_batch` may be called from any number of threads at once. Reading,
@@ -11,11 +13,18 @@ compressing and entropy decoding run concurrently (a batch's requests in the ans
 pool); the neck and MLLM calls are serialised by one lock, since one forward pass at a time uses
 the accelerator best and ``generate`` is not documented as re-entrant. :meth:`~Answerer.close`
 must not overlap other calls.
+
+Isolation: with ``decode_workers`` (what ``neckkit serve`` uses) entropy decoding runs in worker
+processes (:class:`~neckkit.serving.decode_pool.DecodePool`), so a bitstream that crashes or hangs
+the decoder costs only its own request; without, it runs in this process (``neckkit ask``). A
+batch whose model call raises is split in halves and retried, so a request that breaks it fails
+alone.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -30,22 +39,25 @@ from neckkit.bitstream import NkFile, bpp, check_codec, decode_nk, read_nk, stre
 from neckkit.bitstream.decoding import decode_latent
 from neckkit.bitstream.images import load_image
 from neckkit.bitstream.padding import pad_to_multiple
-from neckkit.errors import NeckkitError
+from neckkit.errors import NeckkitError, describe_error
 from neckkit.host.manager import PluginHost
 from neckkit.host.options import build_component
 from neckkit.interfaces import MLLM, Codec
 from neckkit.neck.checkpoint import Checkpoint, build_neck, load_checkpoint
 from neckkit.neck.transform import TransformNeck
+from neckkit.serving.decode_pool import DecodePool, DecodeStats, DecodeWorkers
+from neckkit.serving.decode_worker import DecoderSpec, plugin_sources
+from neckkit.serving.errors import AnswerFailed
 from neckkit.serving.machine_path import SynthesisCounter, check_mllm, check_nk_codec, codec_for_checkpoint
 from neckkit.serving.requests import AskRequest, AskResult, is_nk_path
 from neckkit.serving.stopwatch import Stopwatch
 
-__all__ = ["Answerer"]
+__all__ = ["Answerer", "Prepared"]
 
 
 @dataclass
-class _Prepared:
-    """A request after reading and entropy decoding: what the neck or the encoder takes next."""
+class Prepared:
+    """A request after reading and entropy decoding (:meth:`Answerer.prepare`): what the neck takes next."""
 
     request: AskRequest
     watch: Stopwatch
@@ -79,6 +91,7 @@ class Answerer:
         neck: TransformNeck | None = None,
         load_seconds: Mapping[str, float] | None = None,
         decode_threads: int = 4,
+        decode_pool: DecodePool | None = None,
     ) -> None:
         check_mllm(checkpoint, mllm_name, mllm)
         if (codec is None) != (neck is None):
@@ -88,6 +101,7 @@ class Answerer:
         self.codec_fingerprint = stream_fingerprint(codec) if codec is not None else None
         self.load_seconds = dict(load_seconds or {})
         self._synthesis = SynthesisCounter(codec) if codec is not None else None
+        self._decode_pool = decode_pool
         self._device = next(neck.parameters()).device if neck is not None else torch.device("cpu")
         self._pool = ThreadPoolExecutor(max_workers=max(1, decode_threads), thread_name_prefix="neckkit-decode")
         self._model_lock = threading.Lock()
@@ -107,6 +121,7 @@ class Answerer:
         machine_path: bool = True,
         device: str | torch.device | None = None,
         decode_threads: int = 4,
+        decode_workers: DecodeWorkers | None = None,
     ) -> Answerer:
         """Load everything once, with the checks ``neckkit ask`` makes.
 
@@ -114,29 +129,58 @@ class Answerer:
         ``neckkit.cli.components.component_options``). ``codec_weights``: the codec weights the neck
         was trained from, when they are not in the checkpoint. ``device``: where the neck runs
         (default: the device of the MLLM's visual encoder). ``machine_path=False``: no codec and no
-        neck (the uncompressed baseline only). The codec always runs on the CPU.
+        neck (the uncompressed baseline only). The codec always runs on the CPU. ``decode_workers``:
+        entropy-decode in that many worker processes (started while the MLLM loads; ``load_decoders``
+        in ``load_seconds`` is the wait for them after it), instead of in this process.
         """
         checkpoint = neck if isinstance(neck, Checkpoint) else load_checkpoint(neck)
         seconds: dict[str, float] = {}
-        start = time.perf_counter()
-        mllm_name, model = build_component(host, "mllm", mllm, dict(mllm_options))
-        seconds["load_mllm"] = time.perf_counter() - start
-        check_mllm(checkpoint, mllm_name, model)
-        codec_name = codec = neck_module = None
-        if machine_path:
+        codec_name = codec = neck_module = pool = None
+        if machine_path and decode_workers is not None and decode_workers.workers > 0:
             codec_name, codec = codec_for_checkpoint(host, checkpoint, codec_weights)
+            weights = codec_weights  # a file, made absolute: the workers' working folder may differ
+            if weights is not None and os.path.exists(weights):
+                weights = os.path.abspath(weights)
+            spec = DecoderSpec(os.path.abspath(checkpoint.path), weights, plugin_sources(host), tuple(sys.path),
+                               decode_workers.memory_mb)
+            pool = DecodePool(spec, decode_workers, preload=[type(codec).__module__])
+        try:
             start = time.perf_counter()
-            if device is None:
-                device = next(model.visual_encoder.parameters(), torch.empty(0)).device
-            neck_module = build_neck(checkpoint).to(device).eval()
-            seconds["load_neck"] = time.perf_counter() - start
+            mllm_name, model = build_component(host, "mllm", mllm, dict(mllm_options))
+            seconds["load_mllm"] = time.perf_counter() - start
+            check_mllm(checkpoint, mllm_name, model)
+            if machine_path:
+                if codec is None:
+                    codec_name, codec = codec_for_checkpoint(host, checkpoint, codec_weights)
+                start = time.perf_counter()
+                if device is None:
+                    device = next(model.visual_encoder.parameters(), torch.empty(0)).device
+                neck_module = build_neck(checkpoint).to(device).eval()
+                seconds["load_neck"] = time.perf_counter() - start
+            if pool is not None:
+                start = time.perf_counter()
+                pool.wait_ready(codec_name, stream_fingerprint(codec))
+                seconds["load_decoders"] = time.perf_counter() - start
+        except BaseException:
+            if pool is not None:
+                pool.close()
+            raise
         return cls(checkpoint, mllm_name, model, codec_name=codec_name, codec=codec, neck=neck_module,
-                   load_seconds=seconds, decode_threads=decode_threads)
+                   load_seconds=seconds, decode_threads=decode_threads, decode_pool=pool)
+
+    @property
+    def decode_workers(self) -> int:
+        """How many worker processes entropy-decode (0: this process does)."""
+        return self._decode_pool.settings.workers if self._decode_pool is not None else 0
 
     @property
     def entry_layer(self) -> int:
         """The encoder block the neck's tokens enter (from the checkpoint)."""
         return self.checkpoint.meta.entry_layer
+
+    def decode_stats(self) -> DecodeStats | None:
+        """The decode workers' crashes, timeouts and replacements (None when decoding in-process)."""
+        return self._decode_pool.stats() if self._decode_pool is not None else None
 
     # -- answering ------------------------------------------------------------------------------------
 
@@ -155,37 +199,56 @@ class Answerer:
         (or pixel) shape and generation options match go through the neck, the encoder and the LLM
         as one batch. Greedy answers equal those of one request at a time. A request's error is its
         :class:`NeckkitError`: raised (the first, in request order) or, with ``return_errors``, put
-        in its place in the list while the other requests are answered.
+        in its place in the list while the other requests are answered. A model call that raises
+        is retried on each half of its batch, down to the request that fails alone; with
+        ``return_errors`` an unexpected exception of that request becomes its :class:`AnswerFailed`.
         """
         requests = list(requests)
         if len(requests) > 1:
-            prepared: list[_Prepared | NeckkitError] = list(self._pool.map(self._prepare_or_error, requests))
+            prepared = list(self._pool.map(self.prepare, requests))
         else:
-            prepared = [self._prepare_or_error(request) for request in requests]
-        results: list[AskResult | NeckkitError | None] = [
+            prepared = [self.prepare(request) for request in requests]
+        return self.answer_prepared(prepared, return_errors=return_errors)
+
+    def prepare(self, request: AskRequest) -> Prepared | NeckkitError:
+        """Stage 1 of one request: read it, compress an image, entropy-decode; its error if anything is wrong.
+
+        Thread-safe; with decode workers, the decoding runs in one of them.
+        """
+        try:
+            with torch.no_grad():  # grad mode is per thread
+                return self._prepare(request)
+        except NeckkitError as error:
+            return error
+
+    def answer_prepared(
+        self, prepared: Sequence[Prepared | NeckkitError], *, return_errors: bool = False
+    ) -> list[AskResult | NeckkitError]:
+        """Stage 2: the answers to prepared requests, in their order; errors as in :meth:`answer_batch`."""
+        results: list[AskResult | BaseException | None] = [
             item if isinstance(item, NeckkitError) else None for item in prepared
         ]
         groups: dict[tuple[Any, ...], list[int]] = {}
         for index, item in enumerate(prepared):
-            if isinstance(item, _Prepared):
+            if isinstance(item, Prepared):
                 groups.setdefault(item.batch_key(), []).append(index)
         for indices in groups.values():
-            members = [prepared[index] for index in indices]
-            try:
-                answered = self._run_batch(members)  # type: ignore[arg-type]
-            except NeckkitError as error:
-                answered = [error] * len(indices)
+            answered = self._run_group([prepared[index] for index in indices])  # type: ignore[misc]
             for index, result in zip(indices, answered, strict=True):
                 results[index] = result
-        if not return_errors:
-            for result in results:
-                if isinstance(result, NeckkitError):
-                    raise result
+        for index, result in enumerate(results):
+            if isinstance(result, BaseException) and not return_errors:
+                raise result
+            if isinstance(result, Exception) and not isinstance(result, NeckkitError):
+                shown = prepared[index].request.shown_source  # type: ignore[union-attr]
+                results[index] = AnswerFailed(f"{shown}: answering failed ({describe_error(result)})")
         return results  # type: ignore[return-value]
 
     def close(self) -> None:
-        """Stop the decoding threads and remove the codec's hooks."""
+        """Stop the decoding threads and worker processes, and remove the codec's hooks."""
         self._pool.shutdown(wait=True)
+        if self._decode_pool is not None:
+            self._decode_pool.close()
         if self._synthesis is not None:
             self._synthesis.close()
 
@@ -197,20 +260,13 @@ class Answerer:
 
     # -- stage 1, per request (threads): read, compress, entropy-decode ------------------------------
 
-    def _prepare_or_error(self, request: AskRequest) -> _Prepared | NeckkitError:
-        try:
-            with torch.no_grad():  # grad mode is per thread
-                return self._prepare(request)
-        except NeckkitError as error:
-            return error
-
-    def _prepare(self, request: AskRequest) -> _Prepared:
+    def _prepare(self, request: AskRequest) -> Prepared:
         watch, shown = Stopwatch(), request.shown_source
         if request.uncompressed:
             image = self._read_image(request.source, shown, watch)
             with watch.stage("mllm"):  # the encoder's own preprocessing, as part of the MLLM stage
                 pixels = self.mllm.visual_encoder.preprocess(image)  # [1, 3, S, S]
-            return _Prepared(request, watch, pixels)
+            return Prepared(request, watch, pixels)
         if self.codec is None or self._synthesis is None:
             raise NeckkitError("this answerer was loaded for the uncompressed baseline only (no codec, no neck)")
         before, compressed_here = self._synthesis.calls, False
@@ -235,8 +291,8 @@ class Answerer:
                                      options=self.checkpoint.meta.codec.options)
             compressed_here = True
         with watch.stage("entropy_decode"):
-            y_hat = self._decode(nk, shown)  # [1, C, h, w]
-        return _Prepared(request, watch, y_hat, nk, self._synthesis.calls - before, compressed_here)
+            y_hat, worker_calls = self._decode(nk, shown)  # [1, C, h, w]
+        return Prepared(request, watch, y_hat, nk, self._synthesis.calls - before + worker_calls, compressed_here)
 
     @staticmethod
     def _read_image(source: Any, shown: str, watch: Stopwatch) -> Tensor:
@@ -251,14 +307,16 @@ class Answerer:
                 return load_image(source)
         raise NeckkitError(f"{shown}: the uncompressed baseline needs an image (a file or a tensor), not a bitstream")
 
-    def _decode(self, nk: NkFile, shown: str) -> Tensor:
-        assert self.codec is not None
+    def _decode(self, nk: NkFile, shown: str) -> tuple[Tensor, int]:
+        """``y_hat`` and the synthesis calls made elsewhere (a worker's; this thread's are counted here)."""
+        if self._decode_pool is not None:
+            return self._decode_pool.decode(nk, shown)
         if self._decoded_once:
-            return self._entropy_decode(nk, shown)
+            return self._entropy_decode(nk, shown), 0
         with self._first_decode:
             y_hat = self._entropy_decode(nk, shown)
             self._decoded_once = True
-            return y_hat
+            return y_hat, 0
 
     def _entropy_decode(self, nk: NkFile, shown: str) -> Tensor:
         assert self.codec is not None
@@ -266,7 +324,17 @@ class Answerer:
 
     # -- stage 2, per batch (one at a time): neck, encoder, LLM -----------------------------------------
 
-    def _run_batch(self, members: list[_Prepared]) -> list[AskResult]:
+    def _run_group(self, members: list[Prepared]) -> list[AskResult | BaseException]:
+        """``_run_batch``, bisected when it raises: the others still get answers, the culprit its error."""
+        try:
+            return list(self._run_batch(members))
+        except Exception as error:  # noqa: BLE001  (kept for the request it belongs to)
+            if len(members) == 1:
+                return [error]
+        half = len(members) // 2
+        return self._run_group(members[:half]) + self._run_group(members[half:])
+
+    def _run_batch(self, members: list[Prepared]) -> list[AskResult]:
         counts = [len(member.request.prompts) for member in members]
         prompts = [prompt for member in members for prompt in member.request.prompts]
         first = members[0].request
@@ -294,7 +362,7 @@ class Answerer:
             offset += count
         return results
 
-    def _result(self, member: _Prepared, answers: list[str], neck_seconds: float | None, mllm_seconds: float,
+    def _result(self, member: Prepared, answers: list[str], neck_seconds: float | None, mllm_seconds: float,
                 batch_size: int) -> AskResult:
         seconds = dict(member.watch.seconds)
         if neck_seconds is not None:

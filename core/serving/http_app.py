@@ -2,10 +2,11 @@
 
 :func:`create_app` takes the settings and a ``load`` callable returning an :class:`Answerer`; the
 models load in a background thread started at start-up, so ``/health`` answers 503 until they are
-ready. Requests are built from the bytes a client sends (never from a path it names) and batched
-by :class:`~neckkit.serving.batcher.Batcher`. Every client error is a 4xx JSON body
-``{"error": {"type": KIND, "message": ONE_LINE}}``; a body over ``max_body_bytes`` is refused from
-its ``Content-Length`` and, without one, while it is read (:class:`BodyLimit`).
+ready. Requests are built from the bytes a client sends (never from a path it names), each checked on
+its own (prompts, options, media types), then batched by :class:`~neckkit.serving.batcher.Batcher`.
+Every error is a JSON body ``{"error": {"type": KIND, "message": ONE_LINE}}``; what an upload may cost
+(size, read time, uploads at once) is bounded by :class:`~neckkit.serving.uploads.UploadLimits`, what
+its bitstream may do to the decoder by the answerer's decode workers.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,13 +32,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from neckkit.errors import NeckkitError, describe_error
 from neckkit.serving.batcher import Batcher, BatcherClosed
+from neckkit.serving.errors import AnswerFailed, DamagedBitstream, DecoderUnavailable
 from neckkit.serving.metrics import CONTENT_TYPE_LATEST, ServeMetrics
-from neckkit.serving.requests import AskRequest, AskResult
+from neckkit.serving.requests import AskRequest, AskResult, prompt_problem
+from neckkit.serving.uploads import RETRY_AFTER_SECONDS, UploadLimits, error_body
 
 if TYPE_CHECKING:
     from neckkit.serving.answerer import Answerer
 
-__all__ = ["ApiError", "BodyLimit", "ServeSettings", "create_app"]
+__all__ = ["ApiError", "ServeSettings", "create_app"]
 
 NK_MEDIA_TYPES = ("application/x-neckkit-nk", "application/octet-stream")
 IMAGE_MEDIA_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/jpg": "JPEG"}
@@ -46,12 +49,6 @@ MAX_PROMPT_CHARS = 4096
 MAX_NEW_TOKENS = 512
 MAX_BEAMS = 8
 MAX_IMAGE_PIXELS = 4096 * 4096
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -63,84 +60,20 @@ class ServeSettings:
     max_batch: int = 8
     max_wait_ms: float = 10.0
     max_body_bytes: int = 1 << 20
+    body_timeout: float = 30.0  # seconds a request body may take to arrive
+    max_uploads: int = 64  # request bodies read at once
 
 
 class ApiError(Exception):
-    """A 4xx reply: ``{"error": {"type": kind, "message": message}}``."""
+    """An error reply: ``{"error": {"type": kind, "message": message}}`` with ``status`` and ``headers``."""
 
-    def __init__(self, status: int, kind: str, message: str) -> None:
+    def __init__(self, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.kind, self.message = status, kind, " ".join(message.split())
-
-
-def error_body(kind: str, message: str) -> dict[str, Any]:
-    return {"error": {"type": kind, "message": " ".join(message.split())}}
+        self.headers = headers
 
 
 ROUTES = {"/v1/ask": "ask", "/v1/chat/completions": "chat"}
-
-
-class BodyLimit:
-    """Raw ASGI middleware: refuse a body over ``limit`` bytes (413 ``too_large``) before the app sees it.
-
-    A declared ``Content-Length`` over the limit is refused at once; otherwise the body is read up to
-    the limit (a chunked body that grows past it is refused as soon as it does) and handed on.
-    """
-
-    def __init__(self, app: ASGIApp, limit: int, on_refused: Callable[[str], None] | None = None) -> None:
-        self.app, self.limit, self.on_refused = app, limit, on_refused
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
-            await self.app(scope, receive, send)
-            return
-        declared = None
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    await self._refuse(scope, send, 400, "bad_request", "the Content-Length header is not a number")
-                    return
-        if declared is not None and declared > self.limit:
-            await self._too_large(scope, send, f"the body declares {declared} bytes")
-            return
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                await self._too_large(scope, send, f"the body is over {self.limit} bytes")
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body, replayed = b"".join(chunks), False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _too_large(self, scope: Scope, send: Send, what: str) -> None:
-        await self._refuse(scope, send, 413, "too_large", f"{what}; this server takes at most {self.limit} "
-                                                          "bytes (neckkit serve --max-body-bytes)")
-
-    async def _refuse(self, scope: Scope, send: Send, status: int, kind: str, message: str) -> None:
-        if self.on_refused is not None:
-            self.on_refused(ROUTES.get(scope.get("path", ""), "other"), kind)
-        payload = json.dumps(error_body(kind, message)).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": payload, "more_body": False})
 
 
 # -- parsing what clients send ---------------------------------------------------------------------------
@@ -158,6 +91,9 @@ def _prompts(values: list[Any]) -> list[str]:
         raise ApiError(400, "bad_request", f"{len(prompts)} prompts; at most {MAX_PROMPTS} per request")
     if any(len(prompt) > MAX_PROMPT_CHARS for prompt in prompts):
         raise ApiError(400, "bad_request", f"a prompt is longer than {MAX_PROMPT_CHARS} characters")
+    problem = next(filter(None, map(prompt_problem, prompts)), None)
+    if problem is not None:
+        raise ApiError(400, "bad_request", problem)
     return prompts
 
 
@@ -325,7 +261,8 @@ def create_app(
     ``on_load_error(error)`` is called (in that thread) if loading fails; ``/health`` then stays 503.
     ``on_ready(answerer)`` when the models are loaded.
     """
-    metrics = ServeMetrics()
+    state = _State()
+    metrics = ServeMetrics(lambda: state.answerer.decode_stats() if state.answerer is not None else None)
 
     @contextlib.contextmanager
     def counted(route: str) -> Iterator[None]:
@@ -337,12 +274,11 @@ def create_app(
         finally:
             metrics.request_seconds.labels(route=route).observe(time.perf_counter() - start)
 
-    state = _State()
-
-    def count_error(route: str, kind: str) -> None:
+    def count_refused(path: str, kind: str) -> None:
+        """An upload refused before the app saw it: an error, and a request of its route."""
         metrics.errors.labels(kind=kind).inc()
-        if route in ROUTES.values():
-            metrics.requests.labels(route=route).inc()
+        if path in ROUTES:
+            metrics.requests.labels(route=ROUTES[path]).inc()
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
@@ -351,7 +287,8 @@ def create_app(
         def ready(answerer: Answerer) -> None:
             state.answerer = answerer
             state.batcher = Batcher(
-                lambda requests: answerer.answer_batch(requests, return_errors=True),
+                lambda prepared: answerer.answer_prepared(prepared, return_errors=True),
+                prepare=answerer.prepare, prepare_threads=max(4, 2 * answerer.decode_workers),
                 max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
                 on_batch=metrics.batch_size.observe, on_queue=metrics.queue_length.set,
             )
@@ -386,7 +323,7 @@ def create_app(
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
         metrics.errors.labels(kind=error.kind).inc()
-        return JSONResponse(error_body(error.kind, error.message), status_code=error.status)
+        return JSONResponse(error_body(error.kind, error.message), status_code=error.status, headers=error.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -412,6 +349,12 @@ def create_app(
             result = await batcher().submit(request)
         except BatcherClosed as error:
             raise ApiError(503, "not_ready", str(error)) from None
+        if isinstance(result, DamagedBitstream):
+            raise ApiError(422, "damaged_bitstream", str(result))
+        if isinstance(result, DecoderUnavailable):
+            raise ApiError(503, "busy", str(result), {"Retry-After": str(RETRY_AFTER_SECONDS)})
+        if isinstance(result, AnswerFailed):
+            raise result
         if isinstance(result, NeckkitError):
             raise ApiError(400, "bad_bitstream" if nk else "bad_request", str(result))
         return result
@@ -506,5 +449,6 @@ def create_app(
                             "compressed_here": result.compressed_here, "batch_size": result.batch_size},
             })
 
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, on_refused=count_error)
+    app.add_middleware(UploadLimits, max_bytes=settings.max_body_bytes, read_timeout=settings.body_timeout,
+                       max_uploads=settings.max_uploads, on_refused=count_refused, on_uploads=metrics.uploads.set)
     return app

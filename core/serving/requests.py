@@ -20,7 +20,20 @@ if TYPE_CHECKING:
 
     from neckkit.bitstream.nk_format import NkFile
 
-__all__ = ["REPORT_FIELDS", "AskRequest", "AskResult"]
+__all__ = ["REPORT_FIELDS", "AskRequest", "AskResult", "prompt_problem"]
+
+
+def prompt_problem(prompt: str) -> str | None:
+    """Why ``prompt`` cannot reach a tokenizer, or None: text must be valid Unicode (no lone surrogates).
+
+    A JSON string may hold ``"\\ud800"``; tokenizers refuse it with a ``TypeError`` that would fail
+    every request batched with it, so each request is checked on its own first.
+    """
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return f"a prompt is not valid Unicode text ({error.reason} at character {error.start})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -41,6 +54,9 @@ class AskRequest:
         prompts = [self.prompts] if isinstance(self.prompts, str) else list(self.prompts)
         if not prompts or not all(isinstance(prompt, str) for prompt in prompts):
             raise NeckkitError("a request needs at least one prompt, each a string")
+        problem = next(filter(None, map(prompt_problem, prompts)), None)
+        if problem is not None:
+            raise NeckkitError(problem)
         object.__setattr__(self, "prompts", tuple(prompts))
         object.__setattr__(self, "generation", dict(self.generation))
 
