@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 
 
@@ -15,7 +16,12 @@ def main(argv: list[str] | None = None) -> None:
     from neckkit.host.manager import get_host
 
     app = build_app(get_host())
-    app(args=sys.argv[1:] if argv is None else argv, prog_name="neckkit")
+    try:
+        app(args=sys.argv[1:] if argv is None else argv, prog_name="neckkit")
+    finally:
+        # The interpreter's last garbage collection walks every object torch and its friends created: 1.4 s
+        # of a 6 s `compress` on 2 cores. Frozen objects are skipped; atexit handlers and module cleanup run.
+        gc.freeze()
 
 
 __all__ = ["main"]

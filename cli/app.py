@@ -11,10 +11,17 @@ from typer.core import TyperGroup
 
 from neckkit import __version__
 from neckkit.cli import ask, bench, compress, decompress, evaluate, import_checkpoint, list_plugins, serve, train
+from neckkit.cli.components import in_flag_words
 from neckkit.errors import NeckkitError, describe_error
 from neckkit.host.manager import PluginHost
 
+try:  # typer 0.2x vendors click: the usage errors it raises are not click's own
+    from typer._click.exceptions import ClickException as _TyperClickException
+except ImportError:  # an older typer raises click's
+    _TyperClickException = click.ClickException
+
 DEBUG_KEY = "neckkit.debug"
+CLICK_ERRORS = (click.ClickException, _TyperClickException)
 
 
 @dataclass
@@ -26,9 +33,18 @@ class CliState:
 
 
 def one_line_error(error: BaseException) -> str:
-    """``Error: ...`` on one line; unexpected exceptions also name their type."""
+    """``Error: ...`` on one line; unexpected exceptions also name their type.
+
+    A component's error names its factory options by their flags (``tiny=True`` -> ``--tiny``); a usage
+    error (missing or unknown option, bad value) points at the command's ``--help``.
+    """
     if isinstance(error, NeckkitError):
-        return f"Error: {' '.join(str(error).split())}"
+        text = str(error) if error.component is None else in_flag_words(str(error), error.component.kind)
+        return f"Error: {' '.join(text.split())}"
+    if isinstance(error, CLICK_ERRORS):
+        context = getattr(error, "ctx", None)
+        hint = f" (see `{context.command_path} --help`)" if context is not None and error.exit_code == 2 else ""
+        return f"Error: {' '.join(error.format_message().split())}{hint}"
     return f"Error: {describe_error(error)} (run with --debug for the traceback)"
 
 

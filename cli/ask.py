@@ -19,7 +19,8 @@ from typing import Any
 import typer
 
 from neckkit.cli.components import component_options
-from neckkit.errors import NeckkitError, describe_error
+from neckkit.cli.inputs import check_component, check_file, check_neck, file_kind
+from neckkit.errors import NeckkitError, UsageError, describe_error
 
 
 def ask(
@@ -51,28 +52,41 @@ def ask(
                                                ("--mllm-opt", bool(mllm_opt)),
                                                ("--codec-weights", codec_weights is not None)) if given]
         if local_only:
-            raise NeckkitError(f"{', '.join(local_only)}: local model options; with --server the server "
-                               "answers with the models it loaded (drop them)")
+            raise UsageError(f"{', '.join(local_only)}: local model options; with --server the server "
+                             "answers with the models it loaded (drop them)")
         if uncompressed:
-            raise NeckkitError("--uncompressed is not served: the server answers from bitstreams (drop --server "
-                               "to run the baseline here)")
+            raise UsageError("--uncompressed is not served: the server answers from bitstreams (drop --server "
+                             "to run the baseline here)")
         report = ask_server(server, source, prompt, generation, mllm=mllm, timeout=timeout)
         _print_report(report, prompt, as_json)
         return
     if neck is None or mllm is None:
         missing = " and ".join(flag for flag, value in (("--neck", neck), ("--mllm", mllm)) if value is None)
-        raise NeckkitError(f"{missing} required (or --server URL to ask a running neckkit serve)")
+        raise UsageError(f"{missing} required (or --server URL to ask a running neckkit serve)")
+    options = component_options(mllm_opt, weights=mllm_weights, tiny=tiny)
+    # Names and paths first: a mistake is reported before torch or a model loads.
+    check_source(source)
+    check_neck(neck)
+    check_component(ctx.obj.host, "mllm", mllm, options)
+    check_file(codec_weights, "--codec-weights")
 
     from neckkit.serving.answerer import Answerer
     from neckkit.serving.requests import AskRequest
 
-    options = component_options(mllm_opt, weights=mllm_weights, tiny=tiny)
     weights = str(codec_weights) if codec_weights is not None else None
     with Answerer.load(ctx.obj.host, neck, mllm, options, codec_weights=weights, machine_path=not uncompressed,
                        decode_threads=1) as answerer:
         result = answerer.answer(AskRequest(source, prompt, generation, uncompressed=uncompressed))
     result = replace(result, seconds={**answerer.load_seconds, **result.seconds})
     _print_report(result.as_dict(), prompt, as_json)
+
+
+def check_source(source: Path) -> None:
+    """Refuse a question's source that is neither a ``.nk`` bitstream nor an image."""
+    if not source.exists():
+        raise NeckkitError(f"{source} does not exist")
+    if not source.is_file() or file_kind(source) == "other":
+        raise NeckkitError(f"{source} is neither a .nk bitstream nor a readable image")
 
 
 def _print_report(report: dict[str, Any], prompt: list[str], as_json: bool) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import typer
 
 from neckkit.cli.components import build_component, check_component_options, component_options
+from neckkit.cli.inputs import check_file
 from neckkit.cli.report import print_table
 from neckkit.errors import NeckkitError
 
@@ -235,15 +236,6 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ) -> None:
     """Parameters, kMAC/pixel, latency and memory of a neck vs. what it replaces (random weights by default)."""
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise NeckkitError(f"--device {device} was asked for but this machine has no CUDA GPU")
-    torch_device = torch.device(device)
-    if threads is not None:
-        torch.set_num_threads(threads)
     host = ctx.obj.host
     weights = str(codec_weights) if codec_weights is not None else None
     by_default = random_init is None  # random weights for what nothing else gives weights
@@ -255,8 +247,20 @@ def bench(
         raise NeckkitError(
             f"--entry-layer {entry_layer} and --encoder-opt entry_layer={e_options['entry_layer']} disagree; pass one"
         )
-    check_component_options(host, "codec", codec, c_options)
+    check_component_options(host, "codec", codec, c_options)  # before torch or a model loads
     check_component_options(host, "encoder", encoder, e_options)
+    check_file(codec_weights, "--codec-weights")
+    check_file(image, "--image")
+
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise NeckkitError(f"--device {device} was asked for but this machine has no CUDA GPU")
+    torch_device = torch.device(device)
+    if threads is not None:
+        torch.set_num_threads(threads)
     codec_name, codec_model = build_component(host, "codec", codec, c_options)
     encoder_name, encoder_model = build_component(host, "encoder", encoder, e_options)
     report = run_bench(

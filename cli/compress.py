@@ -10,19 +10,20 @@ from typing import Any
 import typer
 
 from neckkit.cli.components import build_component, component_options, stored_options
+from neckkit.cli.inputs import check_component, check_file, check_images, check_neck
 from neckkit.cli.report import print_table, progress
-from neckkit.errors import NeckkitError
+from neckkit.errors import NeckkitError, UsageError
 
 NK_SUFFIX = ".nk"
 
 
 def expand_inputs(inputs: list[Path]) -> list[Path]:
     """Image files as given, folders replaced by the images inside them."""
-    from neckkit.bitstream.images import find_images
-
     paths: list[Path] = []
     for item in inputs:
         if item.is_dir():
+            from neckkit.bitstream.images import find_images  # imports torch: only for a folder
+
             found = find_images(item)
             if not found:
                 raise NeckkitError(f"folder {item} holds no images")
@@ -67,15 +68,17 @@ def compress_one(codec: Any, name: str, options: dict[str, Any], fingerprint: st
     from neckkit.bitstream.images import load_image
     from neckkit.bitstream.padding import pad_to_multiple
     from neckkit.interfaces import estimated_bits
+    from neckkit.interfaces.codec import compress_with_analysis
 
     x = load_image(image)  # [1, 3, H, W]
     height, width = x.shape[-2:]
     padded, padding = pad_to_multiple(x, codec.pad_multiple)
     with torch.no_grad():
         start = time.perf_counter()
-        payload = codec.compress(padded)
+        analysis = codec.analyze(padded)  # once: its likelihoods give the estimated rate, its latents the bytes
+        payload = compress_with_analysis(codec, padded, analysis)
         encode_seconds = time.perf_counter() - start
-        estimated = float(estimated_bits(codec.analyze(padded).likelihoods))
+        estimated = float(estimated_bits(analysis.likelihoods))
     nk = NkFile.from_payload(
         payload, codec=name, fingerprint=fingerprint, original_size=(height, width), padding=padding, options=options
     )
@@ -112,21 +115,33 @@ def compress(
     """Compress images into .nk bitstreams; prints real (file), payload and estimated bits per pixel."""
     from neckkit.bitstream.container import stream_fingerprint
 
-    paths = expand_inputs(images)
-    targets = output_paths(paths, output)
+    if neck is None and codec is None:
+        raise UsageError("pass --codec NAME (or --neck CKPT to use a neck checkpoint's codec)")
     weights = str(codec_weights) if codec_weights is not None else None
+    options = component_options(codec_opt, quality=quality, weights=weights, tiny=tiny, random_init=random_init)
+    # Names, paths and kinds of files first: a mistake is reported before torch or a model loads.
+    if neck is not None:
+        check_neck(neck)
+    else:
+        check_component(ctx.obj.host, "codec", codec, options)
+    check_file(codec_weights, "--codec-weights")
+    paths = expand_inputs(images)
+    targets = dict(zip(paths, output_paths(paths, output), strict=True))
+    paths, failed = check_images(paths)
+    for failure in failed:
+        typer.echo(f"Error: {failure['error']}", err=True)
+    if not paths:
+        raise typer.Exit(1)
     if neck is not None:
         name, model, stored = neck_codec(ctx.obj.host, neck, codec, weights)
-    elif codec is None:
-        raise NeckkitError("pass --codec NAME (or --neck CKPT to use a neck checkpoint's codec)")
     else:
-        options = component_options(codec_opt, quality=quality, weights=weights, tiny=tiny, random_init=random_init)
         name, model = build_component(ctx.obj.host, "codec", codec, options)
         stored = stored_options(options)
     model.eval()
     fingerprint = stream_fingerprint(model)
-    results, failed = [], []
-    for image, target in progress(list(zip(paths, targets, strict=True)), "compressing", enabled=len(paths) > 1 and not as_json):
+    results = []
+    todo = [(path, targets[path]) for path in paths]
+    for image, target in progress(todo, "compressing", enabled=len(todo) > 1 and not as_json):
         try:
             results.append(compress_one(model, name, stored, fingerprint, image, target))
         except NeckkitError as error:

@@ -11,8 +11,9 @@ import typer
 
 from neckkit.bitstream.decoding import MAX_DECODE_PIXELS  # noqa: F401  (imported from here before)
 from neckkit.cli.components import build_component
+from neckkit.cli.inputs import check_component, check_file, check_image_output, check_neck, check_nk_file
 from neckkit.cli.report import print_table
-from neckkit.errors import NeckkitError
+from neckkit.errors import UsageError
 
 
 def check_geometry(nk: Any, codec: Any, source: str) -> None:
@@ -32,16 +33,26 @@ def decompress(
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Decode a .nk file: reconstruct the image for human viewing, or with --latent-only just the latent."""
+    from neckkit.bitstream.container import check_codec, read_nk, stream_fingerprint
+
+    if output is None and not latent_only:
+        raise UsageError("pass -o IMAGE.png for the reconstruction, or --latent-only")
+    # The file, its codec's name and the other paths first: a mistake is reported before torch or a model loads.
+    check_image_output(None if latent_only else output)
+    check_nk_file(file)
+    nk = read_nk(file)
+    if neck is not None:
+        check_neck(neck)
+    else:
+        check_component(ctx.obj.host, "codec", nk.codec)
+    check_file(codec_weights, "--codec-weights")
+
     import torch
 
-    from neckkit.bitstream.container import check_codec, read_nk, stream_fingerprint
     from neckkit.bitstream.decoding import decode_latent
     from neckkit.bitstream.images import save_image
     from neckkit.bitstream.padding import Padding, crop_padding
 
-    if output is None and not latent_only:
-        raise NeckkitError("pass -o IMAGE.png for the reconstruction, or --latent-only")
-    nk = read_nk(file)
     weights = str(codec_weights) if codec_weights is not None else None
     if neck is not None:
         from neckkit.cli.compress import neck_codec

@@ -20,8 +20,9 @@ from neckkit.cli.components import (
     component_options,
     stored_options,
 )
+from neckkit.cli.inputs import check_component, check_file, check_folder, check_neck
 from neckkit.cli.report import print_table, progress
-from neckkit.errors import NeckkitError
+from neckkit.errors import NeckkitError, UsageError
 
 RESULT_FILES = ("eval.json", "eval.csv", "bd_rate.csv", "rate_quality.png")
 
@@ -172,30 +173,16 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print the rows, failures and files as JSON."),
 ) -> None:
     """Rate vs. task quality for necks and codec qualities, with the uncompressed and Reconstruction baselines."""
-    import torch
-
-    from neckkit.config.paper import DataConfig
-    from neckkit.evaluation.bd_rate import METHODS, PRIMARY, bd_table
-    from neckkit.evaluation.report import json_safe, plot_rate_quality, table, write_bd_csv, write_csv, write_json
-    from neckkit.evaluation.sweep import DEFAULT_CAPTION_PROMPT, Evaluator, RatePoint
-    from neckkit.training.data import open_image_set
-    from neckkit.training.distributed import World, device_for
-
-    started = time.perf_counter()
-    from neckkit.interfaces.preprocess import PREPROCESS_MODES, preprocessing
-
-    if preprocess not in PREPROCESS_MODES:
-        raise NeckkitError(f"--preprocess must be one of {', '.join(PREPROCESS_MODES)}, got {preprocess!r}")
     if rate not in ("bpp", "estimated_bpp"):
-        raise NeckkitError(f"--rate must be bpp or estimated_bpp, got {rate!r}")
+        raise UsageError(f"--rate must be bpp or estimated_bpp, got {rate!r}")
     if caption_tokenizer not in ("auto", "ptb", "simple"):
-        raise NeckkitError(f"--caption-tokenizer must be auto, ptb or simple, got {caption_tokenizer!r}")
+        raise UsageError(f"--caption-tokenizer must be auto, ptb or simple, got {caption_tokenizer!r}")
     if (captions or questions) and mllm is None:
-        raise NeckkitError("--captions and --questions are answered by an MLLM: pass --mllm NAME")
+        raise UsageError("--captions and --questions are answered by an MLLM: pass --mllm NAME")
     if quality and codec is None:
-        raise NeckkitError("--quality needs --codec NAME")
+        raise UsageError("--quality needs --codec NAME")
     if not neck and codec is None:
-        raise NeckkitError("nothing to evaluate: pass --neck CKPT (repeatable) and/or --codec NAME --quality Q")
+        raise UsageError("nothing to evaluate: pass --neck CKPT (repeatable) and/or --codec NAME --quality Q")
     host, taken = ctx.obj.host, set()
     c_weights = str(codec_weights) if codec_weights is not None else None
     e_weights = str(encoder_weights) if encoder_weights is not None else None
@@ -206,11 +193,34 @@ def evaluate(
                                         random_init=random_init)
             check_component_options(host, "codec", codec, options)
             quality_points.append((q, options))
+    if not neck and encoder is None:
+        raise UsageError("pass --encoder NAME: with no --neck there is no encoder to read the images")
+    for checkpoint_path in neck or []:
+        check_neck(checkpoint_path)
+    if encoder is not None:
+        check_component(host, "encoder", encoder)
+    if mllm is not None:
+        check_component(host, "mllm", mllm)
+    for path, flag in ((codec_weights, "--codec-weights"), (captions, "--captions"), (questions, "--questions")):
+        check_file(path, flag)
+    check_folder(data, "--data")
+
+    import torch
+
+    from neckkit.config.paper import DataConfig
+    from neckkit.evaluation.bd_rate import METHODS, PRIMARY, bd_table
+    from neckkit.evaluation.report import json_safe, plot_rate_quality, table, write_bd_csv, write_csv, write_json
+    from neckkit.evaluation.sweep import DEFAULT_CAPTION_PROMPT, Evaluator, RatePoint
+    from neckkit.interfaces.preprocess import PREPROCESS_MODES, preprocessing
+    from neckkit.training.data import open_image_set
+    from neckkit.training.distributed import World, device_for
+
+    started = time.perf_counter()
+    if preprocess not in PREPROCESS_MODES:
+        raise UsageError(f"--preprocess must be one of {', '.join(PREPROCESS_MODES)}, got {preprocess!r}")
     points, checkpoints, encoder_model = neck_points(host, list(neck or []), c_weights, e_weights, taken)
     encoder_name = checkpoints[0].meta.encoder.name if checkpoints else encoder
     if encoder_model is None:
-        if encoder is None:
-            raise NeckkitError("pass --encoder NAME: with no --neck there is no encoder to read the images")
         e_options = component_options(None, weights=e_weights, tiny=tiny, random_init=random_init)
         encoder_name, encoder_model = build_component(host, "encoder", encoder, e_options)
     elif encoder is not None and encoder != encoder_name:

@@ -14,6 +14,7 @@ from neckkit.cli.components import (
     component_options,
     stored_options,
 )
+from neckkit.cli.inputs import check_file, check_folder, check_neck
 from neckkit.errors import NeckkitError
 
 RESUMABLE_KEYS = ("max_steps", "num_workers", "log_every")  # may change when resuming
@@ -119,8 +120,8 @@ def default_run_dir(base: Path, resume: bool) -> Path:
 
 def check_resumable(run_dir: Path, config: Any) -> None:
     """Refuse to resume a run with another config (except the keys in RESUMABLE_KEYS)."""
+    from neckkit.checkpoint_folders import CONFIG_FILE
     from neckkit.config.train import TrainConfig
-    from neckkit.training.trainer import CONFIG_FILE
 
     saved_path = run_dir / CONFIG_FILE
     if not saved_path.is_file():
@@ -133,6 +134,30 @@ def check_resumable(run_dir: Path, config: Any) -> None:
                 f"--resume: {key} is {now.get(key)!r} but the run in {run_dir} used {saved.get(key)!r}; "
                 "resume with the same settings or train into another --out"
             )
+
+
+def finished_step(run_dir: Path, config: Any) -> int | None:
+    """The step of the run's latest checkpoint when it already reached the config's last step, else ``None``."""
+    from neckkit.checkpoint_folders import checkpoint_step, latest_checkpoint
+
+    latest = latest_checkpoint(run_dir)
+    step = checkpoint_step(latest) if latest is not None else None
+    return step if step is not None and step >= config.total_steps else None
+
+
+def report_finished(run_dir: Path, step: int, config: Any, as_json: bool) -> None:
+    """``--resume`` of a finished run: say so (and with ``--json`` print its summary) instead of loading anything."""
+    from neckkit.checkpoint_folders import SUMMARY_FILE
+
+    typer.echo(
+        f"{run_dir} is finished: its latest checkpoint is step {step} of {config.total_steps}; nothing to resume "
+        "(raise --max-steps to train on, or train into another --out)",
+        err=as_json,
+    )
+    if as_json:
+        summary_path = run_dir / SUMMARY_FILE
+        summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {"steps": step}
+        typer.echo(json.dumps({"run_dir": str(run_dir), **summary}, indent=2))
 
 
 def train(
@@ -172,11 +197,19 @@ def train(
     e_options, entry_layer = reconcile_entry_layer(encoder_component, e_options, configured)
     check_component_options(host, "codec", codec, c_options)  # before anything loads
     check_component_options(host, "encoder", encoder, e_options)
+    check_file(codec_weights, "--codec-weights")
+    check_folder(data, "--data")
+    if init is not None:
+        check_neck(init)
     config = resolve_config(config_file, tiny, scenario, rate_lambda, max_steps, overrides, entry_layer)
     check_scenario(codec_component, config.scenario)
     run_dir = out or default_run_dir(Path("runs") / f"{codec}-{encoder}-{config.scenario}", resume)
     if resume:
         check_resumable(run_dir, config)
+        step = finished_step(run_dir, config)
+        if step is not None:
+            report_finished(run_dir, step, config, as_json)
+            return
     elif holds_run(run_dir):
         raise NeckkitError(f"{run_dir} already holds a training run; pass --resume to continue it or choose another --out")
 

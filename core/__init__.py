@@ -14,11 +14,12 @@ import importlib
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-from neckkit import _compat
+from neckkit import _compat, lean_compressai
 from neckkit.errors import ConfigError, NeckkitError, PluginError, UnknownComponentError
 from neckkit.host.hookspecs import hookimpl
 
 _compat.install()  # old flat-module names (neckkit.registry, ...) keep importing
+lean_compressai.install()  # before anything imports compressai: its point-cloud half loads only when used
 
 try:
     __version__ = metadata.version("neckkit")

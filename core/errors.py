@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from neckkit.host.registry import Component
+
 
 class NeckkitError(Exception):
     """An error the user can act on: bad input, missing weights, a broken plugin.
 
     The CLI prints ``Error: <message>`` on one line (no traceback unless ``--debug``)
-    and exits with :attr:`exit_code`.
+    and exits with :attr:`exit_code`. :attr:`component` is the component whose factory raised it, set by
+    the core's build: the CLI then names that factory's options by the flags that set them.
     """
 
     exit_code: int = 1
+    component: Component | None = None
+
+
+class UsageError(NeckkitError):
+    """A command line that cannot run as written: a flag missing, or flags that exclude each other (exit 2)."""
+
+    exit_code = 2
 
 
 class PluginError(NeckkitError):

@@ -109,15 +109,15 @@ def test_server_errors_are_one_line(served, tmp_path: Path) -> None:
     assert code == 1 and output.startswith("Error: ") and "HTTP 400" in output
     assert len(output.strip().splitlines()) == 1
     code, output = ask(served, str(nk), "--prompt", "x", "--uncompressed")
-    assert code == 1 and "--uncompressed is not served" in output
+    assert code == 2 and "--uncompressed is not served" in output  # usage errors exit 2
 
 
 def test_without_server_neck_and_mllm_are_required_and_an_unreachable_server_is_one_line(served) -> None:
     runner, host, neck, nk, *_ = served
     result = invoke(runner, host, "ask", str(nk), "--prompt", "x", "--mllm", "llava-1.5")
-    assert result.exit_code == 1 and "--neck required" in result.output
+    assert result.exit_code == 2 and "--neck required" in result.output  # usage errors exit 2
     result = invoke(runner, host, "ask", str(nk), "--prompt", "x", "--server", f"http://127.0.0.1:{_free_port()}")
     assert result.exit_code == 1 and result.output.startswith("Error: cannot reach the server")
     assert len(result.output.strip().splitlines()) == 1
     result = invoke(runner, host, "ask", str(nk), "--prompt", "x", "--server", "http://127.0.0.1:1", "--neck", str(neck))
-    assert result.exit_code == 1 and "--neck: local model options" in result.output
+    assert result.exit_code == 2 and "--neck: local model options" in result.output

@@ -123,7 +123,7 @@ def test_refused_file_leaves_existing_output_untouched(runner: CliRunner, toy_pl
 
 def test_decompress_needs_an_output_or_latent_only(runner: CliRunner, toy_plugin: PluginHost, tmp_path: Path) -> None:
     result = invoke(runner, toy_plugin, "decompress", str(tmp_path / "x.nk"))
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a usage error
     assert result.stderr == "Error: pass -o IMAGE.png for the reconstruction, or --latent-only\n"
 
 

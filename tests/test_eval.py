@@ -165,21 +165,22 @@ def test_tiny_quality_points_are_refused_not_printed_as_identical_rows(sweep, tm
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "message", "exit_code"),
     [
-        (("--captions", "x.json"), "--captions and --questions are answered by an MLLM"),
-        ((), "nothing to evaluate"),
-        (("--codec", "tic", "--tiny"), "pass --encoder NAME"),
-        (("--quality", "1"), "--quality needs --codec"),
-        (("--neck", "{folder}/d1", "--rate", "bits"), "--rate must be bpp or estimated_bpp"),
-        (("--neck", "{folder}/d1", "--encoder", "clip-l-336"), "not the encoder the necks were trained for"),
-        (("--neck", "{folder}/nowhere"), "nowhere"),
+        (("--captions", "x.json"), "--captions and --questions are answered by an MLLM", 2),
+        ((), "nothing to evaluate", 2),
+        (("--codec", "tic", "--tiny"), "pass --encoder NAME", 2),
+        (("--quality", "1"), "--quality needs --codec", 2),
+        (("--neck", "{folder}/d1", "--rate", "bits"), "--rate must be bpp or estimated_bpp", 2),
+        (("--neck", "{folder}/d1", "--encoder", "clip-l-336"), "not the encoder the necks were trained for", 1),
+        (("--neck", "{folder}/nowhere"), "nowhere", 1),
     ],
 )
-def test_bad_requests_are_one_line_errors(sweep, args: tuple[str, ...], message: str) -> None:
+def test_bad_requests_are_one_line_errors(sweep, args: tuple[str, ...], message: str, exit_code: int) -> None:
+    """Usage errors (a flag missing or misused) exit 2, the rest 1 (docs/cli.md, "Errors")."""
     folder = sweep[2]
     result = run_eval(sweep, *(arg.format(folder=folder) for arg in args))
-    assert result.exit_code == 1
+    assert result.exit_code == exit_code
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.output
 

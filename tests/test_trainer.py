@@ -206,6 +206,9 @@ def test_train_refuses_to_overwrite_a_run_or_resume_with_other_settings(runner, 
     assert again.exit_code == 1 and "already holds a training run; pass --resume" in again.output
     other = invoke(runner, host, *args, "--resume", "--set", "optim.lr=0.5")
     assert other.exit_code == 1 and "--resume: optim.lr is 0.5 but the run" in other.output
+    finished = invoke(runner, host, *args, "--resume")  # nothing left to train: said at once, nothing loaded
+    assert finished.exit_code == 0
+    assert finished.output.startswith(f"{out} is finished: its latest checkpoint is step 2 of 2; nothing to resume")
     missing = invoke(runner, host, "train", "--codec", "tic", "--encoder", "clip-l", "--tiny", "--out", str(tmp_path / "none"), "--resume")
     assert missing.exit_code == 1 and "holds no config.yaml" in missing.output
     bad = invoke(runner, host, "train", "--codec", "tic", "--encoder", "clip-l", "--tiny", "--set", "scenario=d4")

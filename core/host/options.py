@@ -226,13 +226,24 @@ def build(component: Component, options: Mapping[str, Any]) -> Any:
         if problem is not None:
             raise _refuse(component, problem)
         with seeded_init(seed):
-            return component.factory(**factory_options)
+            return _call_factory(component, factory_options)
     except NeckkitError:
         raise
     except Exception as error:  # a plugin's bug or an unhonoured option: say whose
         raise NeckkitError(f"{component_label(component)} failed to build: {describe_error(error)}") from error
     finally:
         _BUILDING.reset(token)
+
+
+def _call_factory(component: Component, options: Mapping[str, Any]) -> Any:
+    """What the factory returns; a :class:`NeckkitError` it raises records the component, so that the CLI
+    can name the factory's options by their flags (``tiny=True`` -> ``--tiny``)."""
+    try:
+        return component.factory(**options)
+    except NeckkitError as error:
+        if error.component is None:
+            error.component = component
+        raise
 
 
 def check_component_options(host: PluginHost, kind: ComponentKind, name: str, options: Mapping[str, Any]) -> None:

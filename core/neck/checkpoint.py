@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import shutil
 from collections.abc import Mapping
@@ -30,6 +29,15 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from neckkit import __version__
+from neckkit.checkpoint_folders import (  # noqa: F401  (imported from here before they moved, torch-free)
+    BEST_DIR,
+    CHECKPOINTS_DIR,
+    META_FILE,
+    checkpoint_dir_name,
+    latest_checkpoint,
+    resolve_checkpoint,
+)
+from neckkit.checkpoint_folders import existing_folder as _existing_folder
 from neckkit.config.base import NeckkitConfig
 from neckkit.config.paper import NeckConfig
 from neckkit.errors import NeckkitError
@@ -39,9 +47,7 @@ from neckkit.neck.transform import TransformNeck
 
 FORMAT = "neckkit-checkpoint"
 FORMAT_VERSION = 1
-NECK_FILE, CODEC_FILE, META_FILE, TRAINER_FILE = "neck.safetensors", "codec.safetensors", "meta.json", "trainer.pt"
-BEST_DIR, CHECKPOINTS_DIR = "best", "checkpoints"
-_STEP_DIR = re.compile(r"^step-(\d+)$")
+NECK_FILE, CODEC_FILE, TRAINER_FILE = "neck.safetensors", "codec.safetensors", "trainer.pt"
 
 
 class ComponentRef(NeckkitConfig):
@@ -176,51 +182,9 @@ def save_checkpoint(
     return directory
 
 
-def checkpoint_dir_name(step: int) -> str:
-    """``step-00000100``: the folder of the checkpoint taken at ``step`` inside ``<run>/checkpoints``."""
-    return f"step-{step:08d}"
-
-
 # --------------------------------------------------------------------------------------------------
 # Finding and reading
 # --------------------------------------------------------------------------------------------------
-
-
-def _existing_folder(path: Path) -> None:
-    if not path.exists():
-        raise NeckkitError(f"checkpoint {path} does not exist")
-    if not path.is_dir():
-        raise NeckkitError(f"{path} is not a directory: a neckkit checkpoint is a folder holding {META_FILE}")
-
-
-def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
-    """The complete ``<run_dir>/checkpoints/step-*`` with the highest step, if any."""
-    folder = Path(run_dir) / CHECKPOINTS_DIR
-    if not folder.is_dir():
-        return None
-    steps = [
-        (int(match.group(1)), entry)
-        for entry in folder.iterdir()
-        if (match := _STEP_DIR.match(entry.name)) and (entry / META_FILE).is_file()
-    ]
-    return max(steps)[1] if steps else None
-
-
-def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
-    """A checkpoint folder as given, or for a training run its ``best/``, else its latest step."""
-    path = Path(path)
-    _existing_folder(path)
-    if (path / META_FILE).is_file():
-        return path
-    if (path / BEST_DIR / META_FILE).is_file():
-        return path / BEST_DIR
-    latest = latest_checkpoint(path)
-    if latest is not None:
-        return latest
-    raise NeckkitError(
-        f"{path} is not a neckkit checkpoint: it has no {META_FILE} (nor, as a training run, "
-        f"{BEST_DIR}/ or {CHECKPOINTS_DIR}/step-*/)"
-    )
 
 
 def read_meta(directory: str | os.PathLike[str]) -> CheckpointMeta:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from neckkit.checkpoint_folders import CONFIG_FILE, SUMMARY_FILE
 from neckkit.config.train import TrainConfig
 from neckkit.errors import NeckkitError, describe_error
 from neckkit.interfaces import Codec, VisualEncoder
@@ -40,8 +41,6 @@ from neckkit.training.distributed import World
 
 __all__ = ["BEST_DIR", "CHECKPOINTS_DIR", "CONFIG_FILE", "KEEP_CHECKPOINTS", "SUMMARY_FILE", "RunCheckpoints", "TrainParts"]
 
-CONFIG_FILE = "config.yaml"
-SUMMARY_FILE = "summary.json"
 KEEP_CHECKPOINTS = 3  # step checkpoints kept besides best/
 
 
