@@ -3,17 +3,35 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+_UMASK_LOCK = threading.Lock()
+
+
+def _mode_for(path: Path) -> int:
+    """The permission bits a plain ``open(path, "w")`` would leave: the existing file's, else 0o666 minus the umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        pass
+    with _UMASK_LOCK:  # the umask can only be read by setting it
+        umask = os.umask(0o077)
+        os.umask(umask)
+    return 0o666 & ~umask
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """A temporary path beside ``path``; renamed onto ``path`` when the block succeeds, else removed.
 
-    An existing ``path`` stays as it was until the rename, and is untouched if the block fails.
+    An existing ``path`` stays as it was until the rename, and is untouched if the block fails. The
+    file gets the permissions a plain ``open()`` would give it (the umask applies; an existing file keeps
+    its mode), not the temporary file's 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -21,6 +39,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         temporary = Path(handle.name)
     try:
         yield temporary
+        os.chmod(temporary, _mode_for(path))
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -121,8 +120,8 @@ class NeckkitConfig(BaseModel):
             text = json.dumps(data, indent=2) + "\n"
         else:
             text = yaml.safe_dump(data, sort_keys=False)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(handle.name, path)
+        from neckkit.files import atomic_path
+
+        with atomic_path(path) as temporary:  # readable by others as a plain open() would leave it
+            temporary.write_text(text, encoding="utf-8")
         return path

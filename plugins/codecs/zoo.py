@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -106,15 +105,11 @@ def zoo_checkpoint(model: str, quality: int) -> tuple[str, Path]:
 
 def _download(url: str, destination: Path, timeout: float = DOWNLOAD_TIMEOUT_S) -> None:
     """Fetch ``url`` into ``destination`` atomically (a partial download never stays in the cache)."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=destination.parent, suffix=".partial")
-    try:
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+    from neckkit.files import atomic_path
+
+    with atomic_path(destination) as partial, open(partial, "wb") as out:  # the cache file honours the umask
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             shutil.copyfileobj(response, out)
-        os.replace(partial, destination)
-    finally:
-        if os.path.exists(partial):
-            os.unlink(partial)
 
 
 def _load_zoo_state(model: str, quality: int) -> tuple[dict[str, Tensor], str]:
