@@ -117,6 +117,6 @@ def test_an_unknown_pipeline_is_one_line_error(workspace) -> None:
     runner, host, folder = workspace
     result = invoke(runner, host, "eval", "--neck", str(folder / "neck"), "--preprocess", "authors",
                     "--out", str(folder / "bad"))
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a usage error (docs/cli.md, Errors)
     assert "--preprocess must be one of neckkit, paper, got 'authors'" in result.output
     assert not (folder / "bad").exists()
