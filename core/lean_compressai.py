@@ -160,8 +160,8 @@ class DeferredModule(ModuleType):
             return True
 
 
-class _OnFirstUse(importlib.abc.Loader):
-    """Wraps a module's loader so that the module is a :class:`DeferredModule` until first used."""
+class _WrappedLoader(importlib.abc.Loader):
+    """A module's own loader, wrapped: creates the module as it would; subclasses change ``exec_module``."""
 
     def __init__(self, loader: importlib.abc.Loader) -> None:
         self.loader = loader
@@ -169,11 +169,15 @@ class _OnFirstUse(importlib.abc.Loader):
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
         return self.loader.create_module(spec)
 
-    def exec_module(self, module: ModuleType) -> None:
-        module.__class__ = DeferredModule
-
     def __getattr__(self, name: str) -> Any:  # get_source, get_filename...: the real loader's
         return getattr(self.loader, name)
+
+
+class _OnFirstUse(_WrappedLoader):
+    """Wraps a module's loader so that the module is a :class:`DeferredModule` until first used."""
+
+    def exec_module(self, module: ModuleType) -> None:
+        module.__class__ = DeferredModule
 
 
 class _TransformsStandIn(importlib.abc.Loader):
@@ -199,21 +203,12 @@ class _TransformsStandIn(importlib.abc.Loader):
         module.__all__ = ["TRANSFORMS", "register_transform"]
 
 
-class _DatasetsOnFirstRead(importlib.abc.Loader):
+class _DatasetsOnFirstRead(_WrappedLoader):
     """Runs ``compressai.registry.torch`` itself, then makes its ``DATASETS`` a :class:`LazyRegistry`."""
-
-    def __init__(self, loader: importlib.abc.Loader) -> None:
-        self.loader = loader
-
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
-        return self.loader.create_module(spec)
 
     def exec_module(self, module: ModuleType) -> None:
         self.loader.exec_module(module)
         module.DATASETS = LazyRegistry(_library_datasets, module.DATASETS)  # register_dataset writes into it
-
-    def __getattr__(self, name: str) -> Any:  # get_source, get_filename...: the real loader's
-        return getattr(self.loader, name)
 
 
 @functools.cache

@@ -88,7 +88,7 @@ def min_bits_per_value(codec: Codec) -> float | None:
     A CDF row whose most likely symbol has frequency ``f`` out of ``2**16`` codes no value in fewer than
     ``log2(2**16 / f)`` bits, so ``values * min_bits_per_value`` bits is a lower bound on any stream.
     """
-    import numpy as np
+    from neckkit.bitstream.rans import row_min_bits
 
     ensure = getattr(codec, "_ensure_tables", None)  # the built-in codecs build their tables lazily
     if callable(ensure):
@@ -101,12 +101,9 @@ def min_bits_per_value(codec: Codec) -> float | None:
         cached = module.__dict__.get("_neckkit_min_bits")
         key = (cdf.data_ptr(), cdf._version, lengths.data_ptr(), lengths._version)
         if cached is None or cached[0] != key:
-            table = cdf.detach().cpu().numpy().astype(np.int64)  # [rows, width]
-            sizes = lengths.detach().cpu().numpy().reshape(-1).astype(np.int64)
-            inside = np.arange(table.shape[1] - 1)[None, :] < (sizes[:, None] - 1)
-            freqs = np.where(inside, np.diff(table, axis=1), 0)
-            top = int(freqs.max()) if freqs.size else 0
-            cached = (key, math.log2((1 << 16) / top) if 0 < top <= 1 << 16 else None)
+            bits = row_min_bits(cdf.detach().cpu().numpy(), lengths.detach().cpu().numpy())  # [rows]
+            least = float(bits.min()) if bits.size else math.inf  # from the largest frequency of any row
+            cached = (key, least if 0 <= least < math.inf else None)
             module.__dict__["_neckkit_min_bits"] = cached
         if cached[1] is not None and (best is None or cached[1] < best):
             best = cached[1]

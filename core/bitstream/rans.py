@@ -143,6 +143,16 @@ def _decode(words: np.ndarray, pos: int, state: int, indexes: np.ndarray, cdfs: 
     return _OK, indexes.shape[0], pos, state
 
 
+def row_min_bits(cdfs: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """[rows] float64: the fewest bits one symbol of each CDF row costs, ``log2(2**16 / its top frequency)``
+    (``inf`` for a row without a symbol of positive frequency)."""
+    cdfs = np.asarray(cdfs, dtype=np.int64)  # [rows, width]
+    inside = np.arange(cdfs.shape[1] - 1)[None, :] < (np.asarray(sizes).reshape(-1, 1) - 1)  # [rows, width - 1]
+    top = np.where(inside, np.diff(cdfs, axis=1), 0).max(axis=1, initial=0)  # [rows]
+    with np.errstate(divide="ignore"):
+        return np.where(top > 0, np.log2((1 << PRECISION) / np.maximum(top, 1)), np.inf)
+
+
 def _words(encoded: bytes | bytearray | memoryview) -> np.ndarray:
     """The stream as little-endian 32-bit words (a trailing partial word is zero-filled)."""
     data = bytes(encoded)
@@ -190,8 +200,7 @@ class CdfTables:
             (cdfs[:, 0] != 0).any() or (last != 1 << PRECISION).any() or (~rising & inside[:, 1:]).any()
         ):
             raise NeckkitError("entropy tables broken: a CDF row does not rise strictly from 0 to 2**16")
-        freqs = np.where(inside[:, 1:], np.diff(cdfs.astype(np.int64), axis=1), 0)  # [rows, width - 1]
-        min_bits = np.log2((1 << PRECISION) / np.maximum(freqs.max(axis=1, initial=1), 1))
+        min_bits = row_min_bits(cdfs, sizes)
         return cls(np.ascontiguousarray(cdfs, dtype=np.int32), np.ascontiguousarray(sizes, dtype=np.int32),
                    np.ascontiguousarray(offsets, dtype=np.int32), min_bits)
 
