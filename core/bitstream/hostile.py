@@ -23,7 +23,7 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from neckkit.bitstream.nk_format import MAX_SHAPE_VALUE, MAX_SIDE, MAX_STREAMS, NkFile, encode_nk
+from neckkit.bitstream.nk_format import MAX_SHAPE_DIMS, MAX_SHAPE_VALUE, MAX_SIDE, MAX_STREAMS, NkFile, encode_nk
 
 if TYPE_CHECKING:
     from hypothesis.strategies import SearchStrategy
@@ -263,8 +263,10 @@ def _inconsistent_shape(nk: NkFile, rng: random.Random) -> NkFile:
 def _shape_dims(nk: NkFile, rng: random.Random) -> NkFile:
     """A shape with the wrong number of entries."""
     shape = list(nk.shape)
-    options = [[], shape[:1], [*shape, 1], [1, *shape], [1] * 8]
-    return _with(nk, shape=rng.choice([option for option in options if option != shape] or [[]]))
+    options = [[], shape[:1], [*shape, 1], [1, *shape], [1] * MAX_SHAPE_DIMS]
+    # Applied twice (a pair of kinds), an 8-entry shape would grow past what a .nk header may hold.
+    fitting = [option for option in options if option != shape and len(option) <= MAX_SHAPE_DIMS]
+    return _with(nk, shape=rng.choice(fitting or [[]]))
 
 
 def _padding_out_of_range(nk: NkFile, rng: random.Random) -> NkFile:
