@@ -12,6 +12,7 @@ from typer.core import TyperGroup
 from neckkit import __version__
 from neckkit.cli import ask, bench, compress, decompress, evaluate, import_checkpoint, list_plugins, serve, train
 from neckkit.cli.components import in_flag_words
+from neckkit.cli.report import announce_placeholders, forget_placeholders
 from neckkit.errors import NeckkitError, describe_error
 from neckkit.host.manager import PluginHost
 
@@ -53,7 +54,9 @@ class NeckkitGroup(TyperGroup):
 
     def invoke(self, ctx: click.Context) -> object:
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            announce_placeholders()
+            return result
         except (click.exceptions.Exit, typer.Exit, typer.Abort, click.ClickException, click.Abort):
             raise
         except Exception as error:
@@ -90,6 +93,7 @@ def build_app(host: PluginHost) -> typer.Typer:
         debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
     ) -> None:
         ctx.meta[DEBUG_KEY] = debug
+        forget_placeholders()
         ctx.obj = CliState(host=host, debug=debug)
         if ctx.resilient_parsing:
             return

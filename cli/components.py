@@ -12,7 +12,7 @@ from typing import Any
 
 from neckkit.config.base import parse_override
 from neckkit.errors import UsageError
-from neckkit.host.options import STANDARD_OPTIONS, build_component, check_component_options
+from neckkit.host.options import STANDARD_OPTIONS, WEIGHT_CHOICES, build_component, check_component_options
 
 __all__ = [
     "build_component",
@@ -24,9 +24,6 @@ __all__ = [
     "stored_options",
 ]
 
-# Options that choose where a component's weights come from; without any of them a command that
-# defaults to random weights (``bench``) asks for ``random_init``.
-WEIGHT_CHOICES = ("tiny", "random_init", "weights", "quality", "pretrained")
 
 
 def parse_component_options(items: list[str] | None) -> dict[str, Any]:

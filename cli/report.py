@@ -12,6 +12,30 @@ from rich.table import Table
 
 T = TypeVar("T")
 
+_announced: set[str] = set()
+
+
+def announce_placeholders() -> None:
+    """Print, on stderr, one notice naming the tiny/random-init components built since the last notice.
+
+    Commands call it once their components are built (the CLI also calls it when a command ends), so a
+    run on placeholder weights says so once, before its output is read as a result.
+    """
+    from neckkit.host.placeholders import built_placeholders, notice
+
+    labels = [label for label in built_placeholders() if label not in _announced]
+    if labels:
+        _announced.update(labels)
+        Console(stderr=True, soft_wrap=True, highlight=False).print(notice(labels), markup=False)
+
+
+def forget_placeholders() -> None:
+    """A new command starts: nothing built, nothing announced (several commands may run in one process)."""
+    from neckkit.host.placeholders import reset
+
+    reset()
+    _announced.clear()
+
 
 def print_table(columns: Sequence[str], rows: Iterable[Sequence[str]], title: str | None = None) -> None:
     """A readable table on stdout."""

@@ -319,3 +319,30 @@ def test_cli_refuses_bad_options_in_one_line(
     result = invoke(runner, host, "import-checkpoint", str(path), "-o", str(tmp_path / "file"))
     assert result.exit_code == 1 and result.stderr == f"Error: -o {tmp_path / 'file'} must be a folder\n"
     assert not (tmp_path / "out").exists()
+
+
+# --- an imported folder stands alone ---------------------------------------------------------------------
+
+
+def test_an_imported_checkpoint_builds_its_codec_from_the_weights_it_carries(
+    full_release: Release, tmp_path: Path, host: PluginHost
+) -> None:
+    from neckkit.serving.machine_path import carried_codec_weights, codec_for_checkpoint
+
+    checkpoint = load_checkpoint(import_release(full_release[0], tmp_path / "d2_3"))
+    assert carried_codec_weights(host, checkpoint) == str(checkpoint.path / "codec.safetensors")
+    name, codec = codec_for_checkpoint(host, checkpoint)  # no --codec-weights: ELIC's own would be refused
+    assert name == "elic" and codec_fingerprint(codec) == checkpoint.meta.codec.fingerprint
+
+
+def test_compress_given_only_an_imported_neck_uses_its_codec(
+    tiny_release: Release, tmp_path: Path, runner: CliRunner, host: PluginHost
+) -> None:
+    from neckkit.samples import sample_images
+
+    folder = import_release(tiny_release[0], tmp_path / "tiny")
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["codec"]["options"] == {"tiny": True}  # tiny: built tiny, then the carried state restored
+    result = invoke(runner, host, "compress", "--neck", str(folder), str(sample_images()[0]), "-o", str(tmp_path / "a.nk"))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "a.nk").stat().st_size > 0

@@ -51,6 +51,16 @@ def test_paper_crops_are_torchvisions_pil_transforms(split: str, mode: transform
         assert (crop - ours[index][0]).abs().max() > 1 / 255  # a different pipeline, visibly
 
 
+def test_transparency_is_white_by_default_and_dropped_as_the_authors_do_under_paper(tmp_path) -> None:
+    pixels = Image.new("RGBA", (300, 300), (10, 200, 30, 0))  # fully transparent, green underneath
+    pixels.save(tmp_path / "clear.png")
+    ours = open_image_set(tmp_path, DataConfig())[0][0]
+    theirs = open_image_set(tmp_path, DataConfig(preprocess="paper"))[0][0]
+    assert torch.allclose(ours, torch.ones(3, 256, 256), atol=1e-5)
+    expected = torch.tensor([10, 200, 30], dtype=torch.float32).div(255).view(3, 1, 1).expand(3, 256, 256)
+    assert torch.allclose(theirs, expected, atol=1e-6)
+
+
 def test_pil_crop_refuses_other_interpolations_and_splits() -> None:
     with Image.open(sample_images()[0]) as image, pytest.raises(ValueError, match="bilinear or bicubic"):
         pil_resize_center_crop(image, 256, 256, "nearest")

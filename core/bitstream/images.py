@@ -15,11 +15,19 @@ from neckkit.files import atomic_path
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif")
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode as RGB: grayscale is repeated, alpha is composited over white."""
+ALPHA_MODES = ("white", "drop")
+
+
+def to_rgb(image: Image.Image, alpha: str = "white") -> Image.Image:
+    """Any PIL mode as RGB: grayscale is repeated; alpha is composited over white (``"white"``, what a
+    viewer shows), or dropped, keeping the colour under transparent pixels (``"drop"``: the authors'
+    ``Image.convert("RGB")``, used under ``--preprocess paper``)."""
+    if alpha not in ALPHA_MODES:
+        raise ValueError(f"alpha must be one of {', '.join(ALPHA_MODES)}, got {alpha!r}")
     if image.mode == "RGB":
         return image
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    transparent = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+    if transparent and alpha == "white":
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
@@ -37,15 +45,17 @@ def load_image(path: str | Path) -> Tensor:
     return image_to_tensor(load_pil_image(path))
 
 
-def load_pil_image(path: str | Path) -> Image.Image:
-    """Read an image file as an RGB PIL image (for PIL-based preprocessing); one clear error if unreadable."""
+def load_pil_image(path: str | Path, alpha: str = "white") -> Image.Image:
+    """Read an image file as an RGB PIL image (for PIL-based preprocessing); one clear error if unreadable.
+
+    ``alpha``: what transparency becomes (:func:`to_rgb`)."""
     path = Path(path)
     if not path.is_file():
         raise NeckkitError(f"image {path} does not exist")
     try:
         with Image.open(path) as image:
             image.load()
-            return to_rgb(image)
+            return to_rgb(image, alpha)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
         raise NeckkitError(f"{path} is not a readable image ({type(error).__name__}: {error})") from None
 

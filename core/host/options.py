@@ -44,6 +44,7 @@ __all__ = [
     "RULES",
     "STANDARD_OPTIONS",
     "StandardOption",
+    "WEIGHT_CHOICES",
     "accepted_options",
     "build",
     "build_component",
@@ -55,6 +56,10 @@ __all__ = [
 ]
 
 DEFAULT_SEED = 0
+# Options that choose where a component's weights come from; without any of them a command that
+# defaults to random weights (``bench``) asks for ``random_init``, and a checkpoint carrying its codec's
+# state is loaded from that state.
+WEIGHT_CHOICES = ("tiny", "random_init", "weights", "quality", "pretrained")
 
 
 @dataclass(frozen=True)
@@ -219,7 +224,10 @@ def build(component: Component, options: Mapping[str, Any]) -> Any:
     from neckkit.host.factories import signature_problem
     from neckkit.loading.weights import seeded_init
 
+    from neckkit.host.placeholders import record
+
     factory_options, seed = check_options(component, options)
+    record(component.kind, component.name, options)
     token = _BUILDING.set(component)
     try:
         problem = signature_problem(component.factory, option_help(component.info), resolve=True)

@@ -30,15 +30,38 @@ def _check_fingerprint(kind: str, ref: ComponentRef, built: str, checkpoint: Che
         )
 
 
+def carried_codec_weights(host: PluginHost, checkpoint: Checkpoint) -> str | None:
+    """The checkpoint's own ``codec.safetensors`` when its options name no weights source, else ``None``.
+
+    A checkpoint whose codec was loaded from a file (an imported release, a run on ``--codec-weights``)
+    records no path (paths are local), but it carries the codec's whole state: it is used as the weights,
+    so the folder stands alone. Options that choose weights themselves (``quality``, ``tiny``,
+    ``random_init``) are left alone: the state is restored over that build.
+    """
+    from neckkit.host.options import WEIGHT_CHOICES, accepted_options
+    from neckkit.neck.checkpoint import CODEC_FILE
+
+    ref = checkpoint.meta.codec
+    if not checkpoint.codec_state or any(ref.options.get(key) not in (None, False) for key in WEIGHT_CHOICES):
+        return None
+    component = host.components("codec").get(ref.name)
+    if "weights" not in accepted_options(component.info):
+        return None
+    return str(checkpoint.path / CODEC_FILE)
+
+
 def codec_for_checkpoint(host: PluginHost, checkpoint: Checkpoint, weights: str | None = None) -> tuple[str, Codec]:
     """The codec the neck was trained on: its registered name and options, its weights restored.
 
-    ``weights`` replaces random-init options (a codec trained from a weights file). The result's
+    ``weights`` replaces random-init options (a codec trained from a weights file); without it, a
+    checkpoint that carries its codec's weights uses them (:func:`carried_codec_weights`). The result's
     fingerprint must equal the one in ``meta.json``, so a neck never reads another codec's latent.
     """
     from neckkit.bitstream.container import codec_fingerprint
 
     ref = checkpoint.meta.codec
+    if weights is None:
+        weights = carried_codec_weights(host, checkpoint)
     name, codec = build_component(host, "codec", ref.name, ref.options, weights=weights)
     restore_codec_state(codec, checkpoint)
     codec.eval()

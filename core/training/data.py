@@ -59,7 +59,7 @@ class ImageSet(Dataset):
         """The cropped image and its label (-1 when unlabelled); ``None`` for an unreadable file."""
         paper = self.config.preprocess == "paper"
         try:
-            image = load_pil_image(self.paths[index]) if paper else load_image(self.paths[index])
+            image = load_pil_image(self.paths[index], alpha="drop") if paper else load_image(self.paths[index])
         except NeckkitError as error:
             self.skipped.append(str(error))
             return None
