@@ -166,6 +166,16 @@ def test_elic_without_weights_names_the_flags_not_the_factory_options(runner: Cl
     assert "=" not in result.stderr and "random_init" not in result.stderr
 
 
+@pytest.mark.parametrize("extra", [[], ["--quality", "3"]])
+def test_tic_without_weights_names_the_flags_not_the_factory_options(
+    runner: CliRunner, host: PluginHost, tmp_path: Path, extra: list[str]
+) -> None:
+    result = invoke(runner, host, "compress", str(sample_images()[0]), "--codec", "tic", *extra, "-o", str(tmp_path / "x.nk"))
+    assert result.exit_code == 1
+    assert "--codec-weights FILE" in result.stderr
+    assert "weights=" not in result.stderr and "random_init" not in result.stderr and "tiny=" not in result.stderr
+
+
 @pytest.mark.parametrize(
     ("message", "kind", "expected"),
     [

@@ -208,11 +208,11 @@ def test_bad_files_are_one_line_errors(real: TicCodec, tmp_path: Path) -> None:
 
 def test_quality_without_weights_says_where_to_get_them() -> None:
     message = one_line_error("base_codec_3.pth.tar", quality=3)
-    assert "NYCU-MAPL/TransTIC" in message and "v1.0" in message and "--codec-weights" in message
+    assert "NYCU-MAPL/TransTIC" in message and "v1.0" in message and "weights=<file>" in message
     message = one_line_error("needs weights")
-    assert "tiny" in message and "random_init" in message
+    assert "tiny=True" in message and "random_init=True" in message
     one_line_error("quality must be one of 1, 2, 3, 4", quality=5, random_init=True)
-    one_line_error("not both", weights="x.pth", tiny=True)
+    one_line_error("weights=<file> excludes tiny=True", weights="x.pth", tiny=True)
 
 
 def test_sizes_off_the_multiple_are_refused(tiny: TicCodec) -> None:

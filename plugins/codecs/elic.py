@@ -118,11 +118,11 @@ def build_elic(
     weights, so one of the three is required.
     """
     if weights is not None and random_init:
-        raise NeckkitError("pass either weights or random_init for ELIC, not both")
+        raise NeckkitError("ELIC: weights=<file> and random_init=True exclude each other")
     if weights is None and not (tiny or random_init):
         raise NeckkitError(
             "ELIC needs weights: CompressAI publishes none; pass weights=<file> (e.g. the paper's released "
-            "checkpoint, or --codec-weights), or tiny=True / random_init=True for random weights"
+            "checkpoint), or tiny=True / random_init=True for random weights"
         )
     config = TINY_ELIC if tiny else ElicConfig()
     model = _elic_model(variant, config)  # random init: neckkit builds factories under seeded_init(seed)

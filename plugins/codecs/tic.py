@@ -475,17 +475,17 @@ def build_tic(
     if quality is not None and quality not in QUALITIES:
         raise NeckkitError(f"TIC quality must be one of {', '.join(map(str, QUALITIES))}, got {quality}")
     if weights is not None and (tiny or random_init):
-        raise NeckkitError("TIC: give either a weights file or tiny/random_init, not both")
+        raise NeckkitError("TIC: weights=<file> excludes tiny=True and random_init=True")
     if weights is None:
         if quality is not None and not (tiny or random_init):
             raise NeckkitError(
                 f"TIC has no downloadable weights here: download base_codec_{quality}.pth.tar from release v1.0 of "
-                f"NYCU-MAPL/TransTIC ({TRANSTIC_RELEASE}) and pass it with --codec-weights"
+                f"NYCU-MAPL/TransTIC ({TRANSTIC_RELEASE}) and pass it as weights=<file>"
             )
         if not (tiny or random_init):
             raise NeckkitError(
                 "TIC needs weights: pass a TransTIC base_codec_<q>.pth.tar file (release v1.0 of NYCU-MAPL/TransTIC) "
-                "with --codec-weights, or choose tiny (tiny random model) or random_init (real size, random weights)"
+                "as weights=<file>, or tiny=True (tiny random model) or random_init=True (real size, random weights)"
             )
     # Random init draws from the RNG that neckkit seeds around every build (seeded_init(seed)).
     model = TICModel(TINY_CONFIG, resolution=TINY_RESOLUTION) if tiny else TICModel()
