@@ -71,6 +71,20 @@ def _image_problem(path: Path) -> str | None:
         return f"{path} is a .nk bitstream, not an image: decode it with `neckkit decompress {path} -o IMAGE.png`"
     if kind == "other":
         return f"{path} is not a readable image (PIL cannot identify it)"
+    return _pixel_problem(path)
+
+
+def _pixel_problem(path: Path) -> str | None:
+    """Why an image is too large to read (from its header), or ``None``."""
+    from PIL import Image
+
+    from neckkit.bitstream.pixel_limit import check_pixels
+
+    try:
+        with Image.open(path) as image:
+            check_pixels(*image.size, source=str(path))
+    except NeckkitError as error:
+        return str(error)
     return None
 
 

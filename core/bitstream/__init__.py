@@ -6,7 +6,8 @@
 - :mod:`neckkit.bitstream.rate`: :class:`Bpp` and ``bpp``, payload and whole-file bits per pixel;
 - :mod:`neckkit.bitstream.container`: all of the four above in one import (the module before it was split);
 - :mod:`neckkit.bitstream.padding`: padding to a codec's multiple and cropping back;
-- :mod:`neckkit.bitstream.images`: image files as [1, 3, H, W] tensors in [0, 1].
+- :mod:`neckkit.bitstream.images`: image files as [1, 3, H, W] tensors in [0, 1];
+- :mod:`neckkit.bitstream.pixel_limit`: the pixel limit for image files (``NECKKIT_MAX_IMAGE_PIXELS``).
 
 ``from neckkit.bitstream import NkFile, read_nk, ...`` (the names of the module before core/ was
 grouped) keeps working; importing this package does not import torch.

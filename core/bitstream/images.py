@@ -6,13 +6,28 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from neckkit.errors import NeckkitError
+from neckkit.bitstream.pixel_limit import check_pixels
 from neckkit.files import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif")
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def to_eight_bits(image: Image.Image) -> Image.Image:
+    """16-bit and 32-bit grayscale scaled to 8 bits (PIL's ``convert`` clips them to 255: near white)."""
+    if image.mode in SIXTEEN_BIT_MODES or (image.mode == "I" and np.asarray(image).max(initial=0) > 255):
+        array = np.asarray(image, dtype=np.float64)
+        full = 65535.0 if image.mode in SIXTEEN_BIT_MODES or array.max() <= 65535 else float(array.max())
+        return Image.fromarray(np.clip(np.round(array * (255.0 / full)), 0, 255).astype(np.uint8), mode="L")
+    if image.mode == "F":
+        array = np.asarray(image, dtype=np.float64)
+        scale = 255.0 if array.max(initial=0.0) <= 1.0 else 1.0  # [0, 1] floats, else 8-bit values as floats
+        return Image.fromarray(np.clip(np.round(array * scale), 0, 255).astype(np.uint8), mode="L")
+    return image
 
 
 ALPHA_MODES = ("white", "drop")
@@ -26,6 +41,7 @@ def to_rgb(image: Image.Image, alpha: str = "white") -> Image.Image:
         raise ValueError(f"alpha must be one of {', '.join(ALPHA_MODES)}, got {alpha!r}")
     if image.mode == "RGB":
         return image
+    image = to_eight_bits(image)
     transparent = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
     if transparent and alpha == "white":
         rgba = image.convert("RGBA")
@@ -48,14 +64,17 @@ def load_image(path: str | Path) -> Tensor:
 def load_pil_image(path: str | Path, alpha: str = "white") -> Image.Image:
     """Read an image file as an RGB PIL image (for PIL-based preprocessing); one clear error if unreadable.
 
-    ``alpha``: what transparency becomes (:func:`to_rgb`)."""
+    Upright as its EXIF orientation says, 16-bit data scaled to 8 bits, at most :func:`max_image_pixels`
+    pixels (checked from the header, before decoding). ``alpha``: what transparency becomes (:func:`to_rgb`).
+    """
     path = Path(path)
     if not path.is_file():
         raise NeckkitError(f"image {path} does not exist")
     try:
         with Image.open(path) as image:
+            check_pixels(*image.size, source=str(path))
             image.load()
-            return to_rgb(image, alpha)
+            return to_rgb(ImageOps.exif_transpose(image), alpha)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
         raise NeckkitError(f"{path} is not a readable image ({type(error).__name__}: {error})") from None
 

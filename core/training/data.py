@@ -8,21 +8,25 @@
 
 Images are cropped as in the paper (resize the short side to 256, centre crop 256, kept in [0, 1]):
 on tensors (``DataConfig.preprocess = "neckkit"``), or with the authors' PIL transforms (``"paper"``:
-bilinear for the training split, bicubic for the evaluation split). Unreadable files are skipped and
-counted, never fatal.
+bilinear for the training split, bicubic for the evaluation split). Unreadable files, and files over
+the pixel limit (``NECKKIT_MAX_IMAGE_PIXELS``, also for the resized crop of a very long strip), are skipped
+and counted, never fatal.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from neckkit.bitstream.images import IMAGE_SUFFIXES, load_image, load_pil_image
+from neckkit.bitstream.pixel_limit import MAX_PIXELS_ENV, max_image_pixels
 from neckkit.config.paper import DataConfig
 from neckkit.errors import NeckkitError
 from neckkit.interfaces.preprocess import pil_resize_center_crop, resize_center_crop
@@ -60,6 +64,7 @@ class ImageSet(Dataset):
         paper = self.config.preprocess == "paper"
         try:
             image = load_pil_image(self.paths[index], alpha="drop") if paper else load_image(self.paths[index])
+            check_resized(image, self.config.resize, self.paths[index])
         except NeckkitError as error:
             self.skipped.append(str(error))
             return None
@@ -69,6 +74,19 @@ class ImageSet(Dataset):
         else:
             crop = resize_center_crop(image, self.config.resize, self.config.crop)[0]  # [3, crop, crop]
         return crop, self.labels[index] if self.labels is not None else -1
+
+
+def check_resized(image: Image.Image | Tensor, resize: int, path: Path) -> None:
+    """Refuse an image whose short side resized to ``resize`` would exceed the pixel limit (a 60000x1 strip
+    would become 256 x 15.4 million), so one such file is skipped instead of ending a run out of memory."""
+    height, width = image.shape[-2:] if isinstance(image, Tensor) else image.size[::-1]
+    short, long = sorted((height, width))
+    resized = math.ceil(resize * long / short) * resize
+    if resized > max_image_pixels():
+        raise NeckkitError(
+            f"{path} is {width}x{height}: resizing its short side to {resize} makes {resized} pixels, more than "
+            f"the {max_image_pixels()} neckkit allows ({MAX_PIXELS_ENV})"
+        )
 
 
 def collate_readable(items: list[tuple[Tensor, int] | None]) -> tuple[Tensor, Tensor, int]:
