@@ -81,7 +81,8 @@ def test_round_trip_keeps_tensors_meta_and_trainer_state(tmp_path: Path) -> None
     assert loaded.codec_state is not None and loaded.codec_state.keys() == codec_state.keys()
     assert all(torch.equal(loaded.codec_state[k], v) for k, v in codec_state.items())
     assert math.isnan(loaded.meta.metrics.pop("diverged")) and math.isnan(meta.metrics.pop("diverged"))
-    assert loaded.meta == meta
+    assert sorted(loaded.meta.checksums) == ["codec.safetensors", "neck.safetensors", "trainer.pt"]
+    assert loaded.meta.model_copy(update={"checksums": {}}) == meta  # the rest as given
     assert (loaded.meta.format, loaded.meta.format_version, loaded.meta.neckkit_version) == (
         "neckkit-checkpoint", 1, __version__
     )
@@ -135,7 +136,7 @@ def test_a_failed_write_keeps_the_old_checkpoint_and_leaves_no_temporary_folder(
         return
     assert _siblings(target) == ["best"]
     kept = ck.load_checkpoint(target)
-    assert kept.meta == old_meta
+    assert kept.meta.model_copy(update={"checksums": {}}) == old_meta
     assert torch.equal(kept.neck_state["positional_embedding"], old_neck.positional_embedding)
 
 
@@ -154,7 +155,7 @@ def test_a_failed_rename_puts_the_old_checkpoint_back(tmp_path: Path, monkeypatc
         ck.save_checkpoint(target, _meta(_neck(2), step=2), _neck(2).state_dict())
     monkeypatch.undo()
     assert _one_line(caught) == f"cannot write checkpoint {target}: No space left on device"
-    assert _siblings(target) == ["best"] and ck.read_meta(target) == old_meta
+    assert _siblings(target) == ["best"] and ck.read_meta(target).model_copy(update={"checksums": {}}) == old_meta
 
 
 def test_a_folder_that_is_not_a_checkpoint_is_never_replaced(tmp_path: Path) -> None:
@@ -185,6 +186,8 @@ def test_read_meta_errors_are_one_line_each(tmp_path: Path) -> None:
         ("listed", "[1, 2]", "is not neckkit checkpoint metadata (format 'list'"),
         ("newer", json.dumps({"format": "neckkit-checkpoint", "format_version": 2}), "format version 2, newer than"),
         ("invalid", json.dumps({"format": "neckkit-checkpoint", "entry_layer": "two"}), "entry_layer: Input should be"),
+        ("version0", json.dumps({"format": "neckkit-checkpoint", "format_version": 0}), "unknown checkpoint format version 0"),
+        ("versionx", json.dumps({"format": "neckkit-checkpoint", "format_version": "1"}), "unknown checkpoint format version '1'"),
     ]:
         (tmp_path / name).mkdir()
         (tmp_path / name / "meta.json").write_text(text)
@@ -204,6 +207,12 @@ def test_missing_or_corrupt_tensor_files_name_the_file(tmp_path: Path) -> None:
     (target / "neck.safetensors").write_bytes(b"\x00garbage")
     with pytest.raises(NeckkitError) as caught:
         ck.load_checkpoint(target)
+    assert _one_line(caught).startswith(f"{target / 'neck.safetensors'} does not match the checksum in meta.json")
+    meta = json.loads((target / "meta.json").read_text())
+    del meta["checksums"]  # a checkpoint written before checksums: the file itself is checked
+    (target / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(NeckkitError) as caught:
+        ck.load_checkpoint(target)
     assert _one_line(caught).startswith(f"{target / 'neck.safetensors'} is not a readable safetensors file")
     (target / "neck.safetensors").unlink()
     with pytest.raises(NeckkitError) as caught:
@@ -213,6 +222,39 @@ def test_missing_or_corrupt_tensor_files_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(NeckkitError) as caught:
         ck.load_trainer_state(target)
     assert "trainer.pt is not a readable PyTorch weight file" in _one_line(caught)
+
+
+def test_every_file_carries_a_checksum_and_one_flipped_byte_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "ckpt"
+    neck = _neck()
+    ck.save_checkpoint(target, _meta(neck), neck.state_dict(), {"w": torch.ones(3)}, {"step": 4})
+    checksums = json.loads((target / "meta.json").read_text())["checksums"]
+    assert sorted(checksums) == ["codec.safetensors", "neck.safetensors", "trainer.pt"]
+    assert all(value.startswith("sha256:") and len(value) == 71 for value in checksums.values())
+    assert ck.load_trainer_state(target) == {"step": 4}
+    for name in ("neck.safetensors", "codec.safetensors", "trainer.pt"):
+        data = bytearray((target / name).read_bytes())
+        data[len(data) // 2] ^= 0x01  # a value's bit, not the header: safetensors alone would load it
+        (target / name).write_bytes(bytes(data))
+        with pytest.raises(NeckkitError) as caught:
+            ck.load_trainer_state(target) if name == "trainer.pt" else ck.load_checkpoint(target)
+        assert _one_line(caught) == (
+            f"{target / name} does not match the checksum in meta.json: the file was changed or damaged after it "
+            "was written; restore it or retrain"
+        )
+        data[len(data) // 2] ^= 0x01
+        (target / name).write_bytes(bytes(data))
+    assert ck.load_checkpoint(target).codec_state["w"].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_an_unknown_scenario_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "ckpt"
+    _save(target)
+    meta = json.loads((target / "meta.json").read_text())
+    (target / "meta.json").write_text(json.dumps({**meta, "scenario": "d4"}))
+    with pytest.raises(NeckkitError) as caught:
+        ck.read_meta(target)
+    assert "scenario: Input should be 'd1', 'd2' or 'd3'" in _one_line(caught)
 
 
 # --- finding checkpoints in a training run -----------------------------------------------------------

@@ -76,6 +76,20 @@ def test_invalid_value_in_override_names_the_field() -> None:
         TrainLike().with_overrides(["optim.lr=-1"])
 
 
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "inf", "nan"])
+def test_non_finite_floats_are_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"^override: optim.lr: Input should be a finite number$"):
+        TrainLike().with_overrides([f"optim.lr={value}"])
+
+
+def test_num_workers_is_bounded() -> None:
+    from neckkit.config.train import TrainConfig
+
+    with pytest.raises(ConfigError, match=r"^override: num_workers: Input should be less than or equal to 64$"):
+        TrainConfig().with_overrides(["num_workers=100000"])
+    assert TrainConfig().with_overrides(["num_workers=64"]).num_workers == 64
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("optim.lr=1e-3", (["optim", "lr"], 1e-3)), ("name=abc", (["name"], "abc")), ("x=[1, 2]", (["x"], [1, 2])), ("flag=", (["flag"], ""))],

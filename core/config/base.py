@@ -57,9 +57,10 @@ def _apply_overrides(data: dict[str, Any], overrides: Iterable[str] | Mapping[st
 
 
 class NeckkitConfig(BaseModel):
-    """Strict config model: unknown keys are errors, assignments are validated."""
+    """Strict config model: unknown keys are errors, assignments are validated, and no float may be
+    inf or NaN (``lr: inf`` would train to NaN)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     @classmethod
     def validate_data(cls: type[ConfigT], data: Mapping[str, Any], source: str = "config") -> ConfigT:

@@ -19,6 +19,9 @@ Scenario = Literal["d1", "d2", "d3"]
 SCENARIOS: tuple[str, ...] = ("d1", "d2", "d3")
 
 
+MAX_WORKERS = 64  # a config asking for more is a typo; a run also caps it at the machine's cores
+
+
 class TokenDistillationConfig(NeckkitConfig):
     """Optional token-level distillation (neckkit): MSE of the tokens entering block ``layer``."""
 
@@ -47,7 +50,9 @@ class TrainConfig(NeckkitConfig):
     grad_clip: float | None = Field(None, gt=0, description="max gradient norm; off when unset (the paper does not clip)")
     amp: bool = Field(True, description="mixed precision and half-precision frozen parts, on GPU only (code)")
     cache: bool = Field(True, description="d1: train from cached latents and teacher embeddings (neckkit)")
-    num_workers: int = Field(2, ge=0, description="data-loading processes (neckkit)")
+    num_workers: int = Field(
+        2, ge=0, le=MAX_WORKERS, description=f"data-loading processes, at most {MAX_WORKERS}; runs use at most one per core (neckkit)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

@@ -16,13 +16,19 @@ from neckkit.errors import NeckkitError, first_line
 
 
 def hub_offline() -> bool:
-    """True when ``HF_HUB_OFFLINE`` is set: loaders read only the local cache."""
-    return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() not in ("", "0", "false", "no")
+    """True when nothing may be downloaded (``HF_HUB_OFFLINE``, ``NECKKIT_OFFLINE``, or a component that a
+    file names: :mod:`neckkit.loading.downloads`): loaders read only the local cache."""
+    from neckkit.loading.downloads import downloads_allowed
+
+    return not downloads_allowed()
 
 
 def hub_location() -> str:
     """Where a hub id is looked up, for "cannot load X from <where>" messages."""
-    return "the Hugging Face cache (HF_HUB_OFFLINE is set)" if hub_offline() else "the Hugging Face Hub"
+    from neckkit.loading.downloads import offline_reason
+
+    reason = offline_reason()
+    return f"the Hugging Face cache ({reason})" if reason else "the Hugging Face Hub"
 
 
 def looks_like_path(weights: str) -> bool:

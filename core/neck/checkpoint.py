@@ -14,6 +14,7 @@ accepts either a checkpoint folder or a run folder. Writes are atomic: a checkpo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -21,7 +22,7 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import ConfigDict, Field
@@ -81,7 +82,8 @@ class NeckShape(NeckkitConfig):
 class CheckpointMeta(NeckkitConfig):
     """``meta.json``: what the neck was trained for, and how."""
 
-    model_config = ConfigDict(ser_json_inf_nan="constants")  # a NaN loss in metrics survives the round trip
+    # A NaN loss in metrics survives the round trip (the base config refuses non-finite floats).
+    model_config = ConfigDict(ser_json_inf_nan="constants", allow_inf_nan=True)
 
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
@@ -90,7 +92,7 @@ class CheckpointMeta(NeckkitConfig):
     encoder: ComponentRef
     entry_layer: int = Field(ge=0)
     neck: NeckShape
-    scenario: str = "d1"
+    scenario: Literal["d1", "d2", "d3"] = "d1"
     rate_lambda: float | None = None
     step: int = Field(0, ge=0)
     epoch: int = Field(0, ge=0)
@@ -98,6 +100,7 @@ class CheckpointMeta(NeckkitConfig):
     metrics: dict[str, float] = {}
     config: dict[str, Any] = {}  # the resolved training config
     source: str | None = None  # e.g. "imported from d1_1.pth.tar"
+    checksums: dict[str, str] = {}  # file name -> "sha256:<hex>", checked on load (empty in older checkpoints)
 
 
 @dataclass
@@ -113,6 +116,25 @@ class Checkpoint:
 # --------------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------------
+
+
+def file_checksum(path: Path) -> str:
+    """``"sha256:<hex>"`` of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def check_file(directory: Path, name: str, meta: CheckpointMeta) -> None:
+    """Refuse a checkpoint file whose bytes differ from the checksum ``meta.json`` records for it."""
+    expected = meta.checksums.get(name)
+    if expected is not None and file_checksum(directory / name) != expected:
+        raise NeckkitError(
+            f"{directory / name} does not match the checksum in {META_FILE}: the file was changed or damaged "
+            "after it was written; restore it or retrain"
+        )
 
 
 def _plain_tensors(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -159,6 +181,8 @@ def save_checkpoint(
             save_file(_plain_tensors(codec_state), str(temp / CODEC_FILE), metadata={"format": FORMAT})
         if trainer_state is not None:
             torch.save(dict(trainer_state), temp / TRAINER_FILE)
+        checksums = {written.name: file_checksum(written) for written in sorted(temp.iterdir())}
+        meta = meta.model_copy(update={"checksums": checksums})
         (temp / META_FILE).write_text(meta.model_dump_json(indent=2) + "\n", encoding="utf-8")
         mode = (temp / META_FILE).stat().st_mode & 0o777  # what the umask allows: safetensors writes 0600
         for written in temp.iterdir():
@@ -201,12 +225,14 @@ def read_meta(directory: str | os.PathLike[str]) -> CheckpointMeta:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise NeckkitError(f"{meta_path} is not neckkit checkpoint metadata (format {found!r}, expected {FORMAT!r})")
-    version = data.get("format_version")
-    if isinstance(version, int) and version > FORMAT_VERSION:
+    version = data.get("format_version", FORMAT_VERSION)
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
         raise NeckkitError(
             f"{directory} has checkpoint format version {version}, newer than this neckkit ({__version__}) "
             f"reads (up to {FORMAT_VERSION}): upgrade neckkit"
         )
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise NeckkitError(f"{meta_path} has an unknown checkpoint format version {repr(version)[:40]} (known: 1..{FORMAT_VERSION})")
     return CheckpointMeta.validate_data(data, source=str(meta_path))
 
 
@@ -226,6 +252,9 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     if not neck_path.is_file():
         raise NeckkitError(f"checkpoint {directory} is incomplete: it has no {NECK_FILE}")
     codec_path = directory / CODEC_FILE
+    for name in (NECK_FILE, CODEC_FILE):
+        if (directory / name).is_file():
+            check_file(directory, name, meta)
     codec_state = _read_tensors(codec_path, map_location) if codec_path.is_file() else None
     return Checkpoint(directory, meta, _read_tensors(neck_path, map_location), codec_state)
 
@@ -235,6 +264,7 @@ def load_trainer_state(directory: str | os.PathLike[str]) -> dict[str, Any] | No
     path = Path(directory) / TRAINER_FILE
     if not path.is_file():
         return None
+    check_file(Path(directory), TRAINER_FILE, read_meta(directory))
     state = read_checkpoint(path)
     if not isinstance(state, dict):
         raise NeckkitError(f"{path} holds a {type(state).__name__}, not a dict of training state")

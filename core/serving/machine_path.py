@@ -59,10 +59,15 @@ def codec_for_checkpoint(host: PluginHost, checkpoint: Checkpoint, weights: str 
     """
     from neckkit.bitstream.container import codec_fingerprint
 
+    from neckkit.loading.downloads import building_from_record, record_options
+
     ref = checkpoint.meta.codec
     if weights is None:
         weights = carried_codec_weights(host, checkpoint)
-    name, codec = build_component(host, "codec", ref.name, ref.options, weights=weights)
+    source = f"{checkpoint.path}/meta.json"
+    with building_from_record(source):  # the file names the codec: nothing is downloaded for it
+        options = record_options(ref.options, source)
+        name, codec = build_component(host, "codec", ref.name, options, weights=weights)
     restore_codec_state(codec, checkpoint)
     codec.eval()
     _check_fingerprint("codec", ref, codec_fingerprint(codec), checkpoint)
@@ -75,8 +80,13 @@ def encoder_for_checkpoint(
     """The encoder the neck was trained for, checked against the fingerprint in ``meta.json``."""
     from neckkit.loading.weights import fingerprint
 
+    from neckkit.loading.downloads import building_from_record, record_options
+
     ref = checkpoint.meta.encoder
-    name, encoder = build_component(host, "encoder", ref.name, ref.options, weights=weights)
+    source = f"{checkpoint.path}/meta.json"
+    with building_from_record(source):
+        options = record_options(ref.options, source, flag="--encoder-weights")
+        name, encoder = build_component(host, "encoder", ref.name, options, weights=weights)
     encoder.eval()
     _check_fingerprint("encoder", ref, fingerprint(encoder), checkpoint)
     return name, encoder

@@ -113,8 +113,16 @@ def _download(url: str, destination: Path, timeout: float = DOWNLOAD_TIMEOUT_S) 
 
 
 def _load_zoo_state(model: str, quality: int) -> tuple[dict[str, Tensor], str]:
+    from neckkit.loading.downloads import offline_reason
+
     url, cached = zoo_checkpoint(model, quality)
     if not cached.is_file():
+        reason = offline_reason()
+        if reason is not None:
+            raise NeckkitError(
+                f"CompressAI weights for {model} quality {quality} are not cached and neckkit downloads nothing "
+                f"now ({reason}): fetch {url} into {cached.parent}/ or pass weights=<file>"
+            )
         try:
             _download(url, cached)
         except (urllib.error.URLError, OSError, ValueError) as error:
