@@ -74,3 +74,18 @@ def test_compress_refuses_an_image_over_the_limit_in_one_line(runner, host, tmp_
         "raise NECKKIT_MAX_IMAGE_PIXELS to read it"
     ]
     assert not (tmp_path / "w.nk").exists()
+
+
+def test_a_stray_sub_folder_beside_images_is_refused_not_read_as_labels(tmp_path: Path) -> None:
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (64, 64)).save(tmp_path / name)
+    (tmp_path / "thumbs").mkdir()
+    Image.new("RGB", (64, 64)).save(tmp_path / "thumbs" / "a.png")
+    with pytest.raises(NeckkitError) as caught:
+        open_image_set(tmp_path)
+    assert str(caught.value) == (
+        f"data folder {tmp_path} holds both 2 images (e.g. a.png) and 1 sub-folders of images (e.g. thumbs/): a "
+        "labelled folder holds only class sub-folders, an unlabelled one only images; move one or the other"
+    )
+    (tmp_path / "thumbs" / "a.png").unlink()  # an empty sub-folder is no class: unlabelled, both images
+    assert len(open_image_set(tmp_path)) == 2

@@ -120,6 +120,13 @@ def open_image_set(folder: str | Path | None = None, config: DataConfig | None =
     if not root.is_dir():
         raise NeckkitError(f"data folder {root} does not exist")
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and _images_in(d))
+    loose = _images_in(root)
+    if class_dirs and loose:  # neither reading is safe: labelled mode would drop the loose images
+        raise NeckkitError(
+            f"data folder {root} holds both {len(loose)} images (e.g. {loose[0].name}) and {len(class_dirs)} "
+            f"sub-folders of images (e.g. {class_dirs[0].name}/): a labelled folder holds only class sub-folders, "
+            "an unlabelled one only images; move one or the other"
+        )
     if not class_dirs:
         paths = _images_in(root)
         if not paths:
