@@ -27,12 +27,18 @@ class MetricsLog:
     def __init__(self, run_dir: Path, resume_step: int | None = None, tensorboard: bool = True) -> None:
         self.path = run_dir / METRICS_FILE
         if resume_step is None:
-            self.path.write_text("", encoding="utf-8")
+            self._replace([])
         elif self.path.exists():  # the killed run may have logged steps the checkpoint does not hold
-            kept = [record for record in read_metrics(self.path) if record.get("step", 0) <= resume_step]
-            self.path.write_text("".join(json.dumps(record) + "\n" for record in kept), encoding="utf-8")
+            self._replace([record for record in read_metrics(self.path) if record.get("step", 0) <= resume_step])
         self._file = self.path.open("a", encoding="utf-8")
         self._writer = _tensorboard_writer(run_dir / TENSORBOARD_DIR) if tensorboard else None
+
+    def _replace(self, records: list[dict[str, Any]]) -> None:
+        """Rewrite the file atomically: a kill during the rewrite leaves the old history whole, never half."""
+        from neckkit.files import atomic_path
+
+        with atomic_path(self.path) as temporary:
+            temporary.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
 
     def log(self, step: int, kind: str, values: dict[str, Any]) -> None:
         record = {"step": step, "kind": kind, **values}
