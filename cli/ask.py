@@ -20,6 +20,7 @@ import typer
 
 from neckkit.cli.components import component_options
 from neckkit.cli.inputs import check_component, check_file, check_neck, file_kind
+from neckkit.cli.report import announce_placeholders, building, stage
 from neckkit.errors import NeckkitError, UsageError, describe_error
 
 
@@ -57,7 +58,8 @@ def ask(
         if uncompressed:
             raise UsageError("--uncompressed is not served: the server answers from bitstreams (drop --server "
                              "to run the baseline here)")
-        report = ask_server(server, source, prompt, generation, mllm=mllm, timeout=timeout)
+        with stage(f"asking the server at {server}", not as_json):
+            report = ask_server(server, source, prompt, generation, mllm=mllm, timeout=timeout)
         _print_report(report, prompt, as_json)
         return
     if neck is None or mllm is None:
@@ -70,12 +72,18 @@ def ask(
     check_component(ctx.obj.host, "mllm", mllm, options)
     check_file(codec_weights, "--codec-weights")
 
-    from neckkit.serving.answerer import Answerer
-    from neckkit.serving.requests import AskRequest
+    show = not as_json
+    with stage("loading torch and the answering pipeline", show):
+        from neckkit.serving.answerer import Answerer
+        from neckkit.serving.requests import AskRequest
 
     weights = str(codec_weights) if codec_weights is not None else None
-    with Answerer.load(ctx.obj.host, neck, mllm, options, codec_weights=weights, machine_path=not uncompressed,
-                       decode_threads=1) as answerer:
+    loading = building("mllm", mllm, options) + ("" if uncompressed else f", the neck of {neck} and its codec")
+    with stage(loading, show):
+        answerer = Answerer.load(ctx.obj.host, neck, mllm, options, codec_weights=weights,
+                                 machine_path=not uncompressed, decode_threads=1)
+    announce_placeholders()
+    with answerer, stage(f"answering {len(prompt)} prompt{'s' if len(prompt) > 1 else ''} about {source}", show):
         result = answerer.answer(AskRequest(source, prompt, generation, uncompressed=uncompressed))
     result = replace(result, seconds={**answerer.load_seconds, **result.seconds})
     _print_report(result.as_dict(), prompt, as_json)
@@ -218,8 +226,8 @@ def _ask_image(client: Any, source: Path, data: bytes, prompts: list[str], gener
             raise NeckkitError("the server's chat reply has no choices[0].message.content") from None
         model = body.get("model", model)
         extra = body.get("neckkit") or {}
-        for stage, value in (extra.get("seconds") or {}).items():  # several prompts: the stages summed
-            seconds[stage] = round(seconds.get(stage, 0.0) + float(value), 4)
+        for part, value in (extra.get("seconds") or {}).items():  # several prompts: the stages summed
+            seconds[part] = round(seconds.get(part, 0.0) + float(value), 4)
     codec = extra.get("codec")
     if codec is None:  # a server whose chat reply does not name the codec: /health does
         codec = _reply_json(client.get("/health")).get("codec")

@@ -23,7 +23,7 @@ import typer
 
 from neckkit.cli.components import build_component, check_component_options, component_options
 from neckkit.cli.inputs import check_file
-from neckkit.cli.report import print_table
+from neckkit.cli.report import announce_placeholders, building, print_table, stage
 from neckkit.errors import NeckkitError
 
 
@@ -42,12 +42,22 @@ def _peak_rss_mib() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
-def _timed_rounds(stages: dict[str, Callable[[], Any]], repeats: int, sync: Callable[[], None]) -> dict[str, float]:
-    """Median seconds of each stage; every round runs all stages (order reversed every other round)."""
+def _no_show(_description: str) -> None:
+    return None
+
+
+def _timed_rounds(
+    stages: dict[str, Callable[[], Any]], repeats: int, sync: Callable[[], None], show: Callable[[str], None] = _no_show
+) -> dict[str, float]:
+    """Median seconds of each stage; every round runs all stages (order reversed every other round).
+
+    ``show`` hears what runs now (``"timing round 2/5: decode"``).
+    """
     seconds: dict[str, list[float]] = {name: [] for name in stages}
     for index in range(repeats):
         names = list(stages) if index % 2 == 0 else list(reversed(stages))
         for name in names:
+            show(f"timing round {index + 1}/{repeats}: {name.replace('_', ' ')}")
             sync()
             start = time.perf_counter()
             stages[name]()
@@ -66,8 +76,13 @@ def run_bench(
     entry_layer: int | None,
     image: Path | None,
     device: Any,
+    show: Callable[[str], None] = _no_show,
 ) -> dict[str, Any]:
-    """Every figure of ``neckkit bench`` for built components (see the module docstring)."""
+    """Every figure of ``neckkit bench`` for built components (see the module docstring).
+
+    ``show`` hears each step as it starts (``"counting MACs: neck"``, ``"timing round 2/5: decode"``): the
+    command shows them on stderr.
+    """
     import torch
 
     from neckkit.bitstream.padding import crop_padding, pad_to_multiple
@@ -79,6 +94,7 @@ def run_bench(
     entry = encoder.entry_layer if entry_layer is None else entry_layer
     if not 0 <= entry <= encoder.num_layers:
         raise NeckkitError(f"--entry-layer must be in 0..{encoder.num_layers} for {encoder_name}, got {entry}")
+    show("building the neck")
     with seeded_init(0):
         neck = TransformNeck.for_pair(codec, encoder)
     codec, encoder, neck = (module.to(device).eval() for module in (codec, encoder, neck))
@@ -89,6 +105,7 @@ def run_bench(
         torch.cuda.reset_peak_memory_stats(device)
 
     with torch.inference_mode():
+        show(f"compressing {image_name}")
         payload = codec.compress(padded)
         y_hat = codec.decompress_latent(payload)
 
@@ -111,9 +128,12 @@ def run_bench(
             return encoder.encode(reconstruct(decode()))
 
         # Exact counts: one pass each under the counter.
+        show("counting MACs: neck")
         _, neck_count = measure(machine_front)
+        show("counting MACs: synthesis transform")
         x_hat, synthesis_count = measure(codec.synthesize, y_hat)
         pixels = encoder.preprocess(crop_padding(x_hat, padding))
+        show(f"counting MACs: encoder stem and blocks 0..{entry - 1}")
         _, encoder_count = measure(lambda: encoder.blocks(encoder.embed(pixels), 0, entry))
         try:
             synthesis_params = count_parameters(codec.synthesis_modules())
@@ -127,9 +147,10 @@ def run_bench(
             "machine_end_to_end": machine_end_to_end,
             "reconstruction_end_to_end": reconstruction_end_to_end,
         }
-        for stage in stages.values():  # warm-up
-            stage()
-        seconds = _timed_rounds(stages, repeats, sync)
+        for name, run_stage in stages.items():
+            show(f"warming up: {name.replace('_', ' ')}")
+            run_stage()
+        seconds = _timed_rounds(stages, repeats, sync, show)
 
     height, width = x.shape[-2:]
     replaced_macs = synthesis_count.macs + encoder_count.macs
@@ -252,7 +273,8 @@ def bench(
     check_file(codec_weights, "--codec-weights")
     check_file(image, "--image")
 
-    import torch
+    with stage("loading torch", not as_json):
+        import torch
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -261,11 +283,15 @@ def bench(
     torch_device = torch.device(device)
     if threads is not None:
         torch.set_num_threads(threads)
-    codec_name, codec_model = build_component(host, "codec", codec, c_options)
-    encoder_name, encoder_model = build_component(host, "encoder", encoder, e_options)
-    report = run_bench(
-        codec_name, codec_model, encoder_name, encoder_model, size, repeats, entry_layer, image, torch_device
-    )
+    with stage(building("codec", codec, c_options), not as_json):
+        codec_name, codec_model = build_component(host, "codec", codec, c_options)
+    with stage(building("encoder", encoder, e_options), not as_json):
+        encoder_name, encoder_model = build_component(host, "encoder", encoder, e_options)
+    announce_placeholders()
+    with stage("benchmarking", not as_json) as show:
+        report = run_bench(
+            codec_name, codec_model, encoder_name, encoder_model, size, repeats, entry_layer, image, torch_device, show
+        )
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:

@@ -11,7 +11,7 @@ import typer
 
 from neckkit.cli.components import build_component, component_options, stored_options
 from neckkit.cli.inputs import check_component, check_file, check_images, check_neck
-from neckkit.cli.report import print_table, progress
+from neckkit.cli.report import announce_placeholders, building, print_table, progress, stage
 from neckkit.errors import NeckkitError, UsageError
 
 NK_SUFFIX = ".nk"
@@ -132,22 +132,28 @@ def compress(
         typer.echo(f"Error: {failure['error']}", err=True)
     if not paths:
         raise typer.Exit(1)
-    if neck is not None:
-        name, model, stored = neck_codec(ctx.obj.host, neck, codec, weights)
-    else:
-        name, model = build_component(ctx.obj.host, "codec", codec, options)
-        stored = stored_options(options)
-    model.eval()
-    fingerprint = stream_fingerprint(model)
+    show = not as_json
+    with stage(f"loading the codec of {neck}" if neck is not None else building("codec", str(codec), options), show):
+        if neck is not None:
+            name, model, stored = neck_codec(ctx.obj.host, neck, codec, weights)
+        else:
+            name, model = build_component(ctx.obj.host, "codec", codec, options)
+            stored = stored_options(options)
+        model.eval()
+        fingerprint = stream_fingerprint(model)
     results = []
     todo = [(path, targets[path]) for path in paths]
-    for image, target in progress(todo, "compressing", enabled=len(todo) > 1 and not as_json):
+    for image, target in progress(todo, "compressing", enabled=len(todo) > 1 and show):
         try:
-            results.append(compress_one(model, name, stored, fingerprint, image, target))
+            with stage(f"compressing {image}", len(todo) == 1 and show):
+                result = compress_one(model, name, stored, fingerprint, image, target)
+            results.append(result)
         except NeckkitError as error:
             message = str(error) if str(image) in str(error) else f"{image}: {error}"
             failed.append({"image": str(image), "error": message})
             typer.echo(f"Error: {message}", err=True)
+    if not failed:  # a run with errors keeps stderr to its error lines
+        announce_placeholders()
     if as_json:
         typer.echo(json.dumps({"codec": name, "fingerprint": fingerprint, "images": results, "failed": failed}, indent=2))
     else:

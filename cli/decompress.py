@@ -12,7 +12,7 @@ import typer
 from neckkit.bitstream.decoding import MAX_DECODE_PIXELS  # noqa: F401  (imported from here before)
 from neckkit.cli.components import build_component
 from neckkit.cli.inputs import check_component, check_file, check_image_output, check_neck, check_nk_file
-from neckkit.cli.report import print_table
+from neckkit.cli.report import announce_placeholders, building, print_table, stage
 from neckkit.errors import UsageError
 
 
@@ -47,34 +47,46 @@ def decompress(
         check_component(ctx.obj.host, "codec", nk.codec)
     check_file(codec_weights, "--codec-weights")
 
-    import torch
+    show = not as_json
+    with stage("loading torch", show):
+        import torch
 
-    from neckkit.bitstream.decoding import decode_latent
-    from neckkit.bitstream.images import save_image
-    from neckkit.bitstream.padding import Padding, crop_padding
+        from neckkit.bitstream.decoding import decode_latent
+        from neckkit.bitstream.images import save_image
+        from neckkit.bitstream.padding import Padding, crop_padding
 
     weights = str(codec_weights) if codec_weights is not None else None
-    if neck is not None:
-        from neckkit.cli.compress import neck_codec
+    with stage(f"loading the codec of {neck}" if neck is not None else building("codec", nk.codec, nk.options), show):
+        if neck is not None:
+            from neckkit.cli.compress import neck_codec
 
-        name, codec, _ = neck_codec(ctx.obj.host, neck, nk.codec, weights)
-    else:
-        # The header's options, the given weights replacing the random init they may name.
-        name, codec = build_component(ctx.obj.host, "codec", nk.codec, nk.options, weights=weights)
-    codec.eval()
-    check_codec(nk, name, stream_fingerprint(codec), source=str(file))
+            name, codec, _ = neck_codec(ctx.obj.host, neck, nk.codec, weights)
+        else:
+            # The header's options, the given weights replacing the random init they may name.
+            from neckkit.loading.downloads import building_from_record, record_options
+
+            # The header names the codec: its options never choose a path or a download.
+            source = f"{file}'s header"
+            with building_from_record(source):
+                options = record_options(nk.options, source)
+                name, codec = build_component(ctx.obj.host, "codec", nk.codec, options, weights=weights)
+        codec.eval()
+        codec_fingerprint = stream_fingerprint(codec)
+    check_codec(nk, name, codec_fingerprint, source=str(file))
     result: dict[str, Any] = {"file": str(file), "codec": name, "synthesis": not latent_only}
-    with torch.no_grad():
+    with torch.no_grad(), stage(f"entropy-decoding {file}", show) as show_step:
         start = time.perf_counter()
         y_hat = decode_latent(codec, nk, source=str(file))  # header checks, then the bounded decoder
         result["latent_seconds"] = time.perf_counter() - start
         result["latent_shape"] = list(y_hat.shape)
         if not latent_only:
+            show_step(f"synthesizing {output}")
             start = time.perf_counter()
             x_hat = crop_padding(codec.synthesize(y_hat), Padding(*nk.padding))
             result["synthesis_seconds"] = time.perf_counter() - start
             result["output"] = str(save_image(x_hat, output))
             result["height"], result["width"] = nk.original_size
+    announce_placeholders()  # decoded: a hostile file's error stays one line
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:

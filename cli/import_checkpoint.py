@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from neckkit.cli.report import stage
 from neckkit.errors import NeckkitError
 
 
@@ -19,8 +20,9 @@ def import_checkpoint(
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Convert released files (ELIC codec + neck) into checkpoint folders OUT/<file stem>."""
-    from neckkit.neck.checkpoint import read_meta
-    from neckkit.neck.paper_release import import_release, release_stem
+    with stage("loading torch", not as_json):
+        from neckkit.neck.checkpoint import read_meta
+        from neckkit.neck.paper_release import import_release, release_stem
 
     if output.exists() and not output.is_dir():
         raise NeckkitError(f"-o {output} must be a folder")
@@ -34,7 +36,8 @@ def import_checkpoint(
     failed: list[dict[str, str]] = []
     for file, target in targets.items():
         try:
-            meta = read_meta(import_release(file, target, scenario=scenario, rate_lambda=rate_lambda))
+            with stage(f"importing {file} into {target}", not as_json):
+                meta = read_meta(import_release(file, target, scenario=scenario, rate_lambda=rate_lambda))
         except NeckkitError as error:
             message = " ".join(str(error).split())
             failed.append({"file": str(file), "error": message})

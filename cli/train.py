@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from neckkit.cli.components import (
     stored_options,
 )
 from neckkit.cli.inputs import check_file, check_folder, check_neck
+from neckkit.cli.report import announce_placeholders, building, progress_enabled, stage
 from neckkit.errors import NeckkitError
 
 RESUMABLE_KEYS = ("max_steps", "num_workers", "log_every")  # may change when resuming
@@ -213,22 +215,29 @@ def train(
     elif holds_run(run_dir):
         raise NeckkitError(f"{run_dir} already holds a training run; pass --resume to continue it or choose another --out")
 
-    from neckkit.bitstream.container import codec_fingerprint
-    from neckkit.host.options import component_label
-    from neckkit.loading.weights import fingerprint
-    from neckkit.neck.checkpoint import ComponentRef
-    from neckkit.training.data import open_image_set
-    from neckkit.training.distributed import close_world, device_for, init_world, launched_world
-    from neckkit.training.scenarios import check_codec_scenario
-    from neckkit.training.trainer import Trainer, TrainParts
+    # Spinners on the first process only (under torchrun every process shares the terminal).
+    show = not (no_progress or as_json) and os.environ.get("RANK", "0") == "0"
+    with stage("loading torch and the trainer", show):
+        from neckkit.bitstream.container import codec_fingerprint
+        from neckkit.host.options import component_label
+        from neckkit.loading.weights import fingerprint
+        from neckkit.neck.checkpoint import ComponentRef
+        from neckkit.training.data import open_image_set
+        from neckkit.training.distributed import close_world, device_for, init_world, launched_world
+        from neckkit.training.scenarios import check_codec_scenario
+        from neckkit.training.trainer import Trainer, TrainParts
 
     world = launched_world()
     torch_device = device_for(world, device)
     world = init_world(torch_device)
     try:
-        codec_name, codec_model = build_component(host, "codec", codec, c_options)
+        with stage(building("codec", codec, c_options), show):
+            codec_name, codec_model = build_component(host, "codec", codec, c_options)
         check_codec_scenario(codec_model, config.scenario, component_label(codec_component))
-        encoder_name, encoder_model = build_component(host, "encoder", encoder, e_options)
+        with stage(building("encoder", encoder, e_options), show):
+            encoder_name, encoder_model = build_component(host, "encoder", encoder, e_options)
+        if world.is_main:
+            announce_placeholders()
         if entry_layer is None and configured is None and encoder_model.entry_layer != config.neck.entry_layer:
             # Neither the encoder option nor the config chose: the encoder's own default decides.
             config = resolve_config(config_file, tiny, scenario, rate_lambda, max_steps, overrides, encoder_model.entry_layer)
@@ -238,7 +247,8 @@ def train(
         if init is not None:
             from neckkit.neck.checkpoint import check_pair, load_checkpoint, restore_codec_state
 
-            start = load_checkpoint(init)
+            with stage(f"loading --init {init}", show):
+                start = load_checkpoint(init)
             check_pair(start.meta, codec_name, encoder_name, init)
             restore_codec_state(codec_model, start)  # before the fingerprint: the run's codec is this one
             init_neck = start.neck_state
@@ -248,17 +258,21 @@ def train(
                     f"this run uses {stored_options(e_options)}",
                     err=True,
                 )
-        parts = TrainParts(
-            codec=codec_model,
-            encoder=encoder_model,
-            codec_ref=ComponentRef(name=codec_name, options=stored_options(c_options), fingerprint=codec_fingerprint(codec_model)),
-            encoder_ref=ComponentRef(name=encoder_name, options=stored_options(e_options), fingerprint=fingerprint(encoder_model)),
-        )
-        images = open_image_set(data, config.data)
+        with stage("fingerprinting the codec and encoder weights", show):
+            parts = TrainParts(
+                codec=codec_model,
+                encoder=encoder_model,
+                codec_ref=ComponentRef(name=codec_name, options=stored_options(c_options), fingerprint=codec_fingerprint(codec_model)),
+                encoder_ref=ComponentRef(name=encoder_name, options=stored_options(e_options), fingerprint=fingerprint(encoder_model)),
+            )
+        with stage(f"listing the images in {data}" if data is not None else "opening the bundled photos", show):
+            images = open_image_set(data, config.data)
         echo = (lambda text: typer.echo(text, err=True)) if as_json else typer.echo
-        trainer = Trainer(
-            config, parts, images, run_dir, world, torch_device, echo=echo, progress=not no_progress, init_neck=init_neck
-        )
+        with stage("building the neck and its optimiser", show):
+            trainer = Trainer(
+                config, parts, images, run_dir, world, torch_device, echo=echo,
+                progress=show and progress_enabled(), init_neck=init_neck, stage=lambda text: stage(text, show),
+            )
         result = trainer.run(resume=resume)
     finally:
         close_world()

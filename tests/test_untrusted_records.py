@@ -103,3 +103,21 @@ def test_downloads_allowed_follows_the_switches_and_the_record_context(monkeypat
     assert downloads.downloads_allowed()
     monkeypatch.setenv("NECKKIT_OFFLINE", "yes")
     assert downloads.offline_reason() == "NECKKIT_OFFLINE is set"
+
+
+def test_a_necks_meta_naming_a_zoo_quality_downloads_nothing(network: list[str], tmp_path: Path, runner, host) -> None:
+    from neckkit.neck.checkpoint import CheckpointMeta, ComponentRef, NeckShape, save_checkpoint
+    from neckkit.neck.transform import TransformNeck
+
+    neck = TransformNeck(192, 64, grid=16)
+    meta = CheckpointMeta(
+        codec=ComponentRef(name="mbt2018-mean", options={"quality": 3}),
+        encoder=ComponentRef(name="clip-l", options={"tiny": True}),
+        entry_layer=neck.config.entry_layer,
+        neck=NeckShape.of_neck(neck),
+    )
+    folder = save_checkpoint(tmp_path / "neck", meta, neck.state_dict())
+    result = invoke(runner, host, "compress", "--neck", str(folder), str(sample_images()[0]), "-o", str(tmp_path / "a.nk"))
+    assert result.exit_code == 1
+    assert f"neckkit downloads nothing now (a component named by {folder}/meta.json is loaded from local files only)" in result.stderr
+    assert network == []

@@ -291,8 +291,8 @@ def _build(
     try:
         for images, batch_labels, indices, batch_skipped in loader:
             skipped.extend(batch_skipped)
-            bar.update(len(indices) + len(batch_skipped))
             if not indices:
+                bar.update(len(batch_skipped))
                 continue
             with torch.no_grad():
                 outputs = _check_outputs(compute(images), len(indices))
@@ -318,6 +318,7 @@ def _build(
             labelled += int((batch_labels >= 0).sum())
             sources[count:end] = np.asarray(indices, dtype=np.int64)
             count = end
+            bar.update(len(indices) + len(batch_skipped))  # once computed: a bar at 100% means done
     finally:
         bar.close()
     if count == 0:

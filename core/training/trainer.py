@@ -53,10 +53,15 @@ from neckkit.training.validation import held_out_metrics, to_device
 
 __all__ = [
     "BEST_DIR", "CHECKPOINTS_DIR", "CONFIG_FILE", "KEEP_CHECKPOINTS", "SUMMARY_FILE",
-    "Echo", "TrainParts", "TrainResult", "Trainer",
+    "Echo", "Stage", "TrainParts", "TrainResult", "Trainer",
 ]
 
 Echo = Callable[[str], None]
+Stage = Callable[[str], contextlib.AbstractContextManager[Any]]  # labels a silent stretch, e.g. as a spinner
+
+
+def _no_stage(_description: str) -> contextlib.AbstractContextManager[Any]:
+    return contextlib.nullcontext()
 
 
 @dataclass
@@ -96,12 +101,14 @@ class Trainer:
         echo: Echo = print,
         progress: bool = True,
         init_neck: dict[str, Tensor] | None = None,
+        stage: Stage = _no_stage,
     ) -> None:
         self.config, self.parts, self.data, self.run_dir = config, parts, data, Path(run_dir)
         self.world = world or World()
         self.device = device or torch.device("cpu")
         self.echo = echo if self.world.is_main else (lambda _text: None)
         self.progress = progress and self.world.is_main
+        self.stage = stage if self.world.is_main else _no_stage  # what a long set-up step is doing (the CLI's spinner)
         check_codec_scenario(parts.codec, config.scenario, f"codec {parts.codec_ref.name!r}")
         entry = config.neck.entry_layer
         encoder = parts.encoder
@@ -151,8 +158,10 @@ class Trainer:
             return self.data, _collate_images
         from neckkit.training.feature_cache import FeatureCache, data_fingerprint, default_cache_root
 
+        with self.stage(f"fingerprinting {len(self.data.paths)} images for the feature cache"):
+            data_key = data_fingerprint(self.data.paths, self.data.config)
         key = {
-            "data": data_fingerprint(self.data.paths, self.data.config),
+            "data": data_key,
             "codec": self.parts.codec_ref.name,
             "codec_fingerprint": self.parts.codec_ref.fingerprint,
             "encoder": self.parts.encoder_ref.name,
@@ -199,7 +208,8 @@ class Trainer:
         from neckkit.training.zero_shot import openai_templates
 
         assert data.class_names is not None
-        classifier = encoder.text_classifier(data.class_names, openai_templates())
+        with self.stage(f"building the zero-shot classifier of {len(data.class_names)} classes"):
+            classifier = encoder.text_classifier(data.class_names, openai_templates())
         self.classifier = classifier.to(self.device)
 
     # -- checkpoints (neckkit.training.checkpointing) ---------------------------------------------
@@ -211,7 +221,8 @@ class Trainer:
 
     def _restore(self) -> int:
         """Load the latest checkpoint of the run; returns the step to continue from."""
-        step, self.best = self.checkpoints.restore(self.neck, self.optimizer, self.aux_optimizer, self.scaler)
+        with self.stage(f"restoring the latest checkpoint of {self.run_dir}"):
+            step, self.best = self.checkpoints.restore(self.neck, self.optimizer, self.aux_optimizer, self.scaler)
         self.echo(f"Resuming {self.run_dir} from step {step}")
         return step
 
@@ -351,7 +362,11 @@ class Trainer:
                         log.log(step, "train", {"epoch": config.epoch_of(step - 1), **logs})
                     if step % config.checkpoint_every == 0 or step == total:
                         train_seconds += time.perf_counter() - tick
+                        if bar is not None:
+                            bar.set_description("validating and saving")
                         self._checkpoint(step, val_set, collate, joint, log)
+                        if bar is not None:
+                            bar.set_description("")
                         tick = time.perf_counter()
                 train_seconds += time.perf_counter() - tick
         finally:
