@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,9 @@ def compress(
     check_file(codec_weights, "--codec-weights")
     paths = expand_inputs(images)
     targets = dict(zip(paths, output_paths(paths, output), strict=True))
+    for path, target in targets.items():
+        if target.exists() and path.exists() and os.path.samefile(path, target):
+            raise NeckkitError(f"-o {target} is the input image itself; refusing to overwrite it: choose another -o (e.g. {path.with_suffix('.nk')})")
     paths, failed = check_images(paths)
     for failure in failed:
         typer.echo(f"Error: {failure['error']}", err=True)

@@ -162,3 +162,21 @@ def test_fuzzed_files_give_one_error_line_and_exit_1(
     assert result.exit_code == 1, result.output
     assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1
     assert "Traceback" not in result.output and not (tmp_path / "fuzz.png").exists()
+
+
+def test_compress_never_writes_over_its_own_input(runner: CliRunner, host: PluginHost, tmp_path: Path) -> None:
+    import shutil
+
+    from neckkit.samples import sample_images
+
+    image = tmp_path / "x.png"
+    shutil.copy(sample_images()[0], tmp_path / "x.jpg")
+    (tmp_path / "x.jpg").rename(image)  # a JPEG named .png: still the input
+    before = image.read_bytes()
+    result = invoke(runner, host, "compress", str(image), "--codec", "tic", "--tiny", "-o", str(image))
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: -o {image} is the input image itself; refusing to overwrite it: choose another -o "
+        f"(e.g. {tmp_path / 'x.nk'})\n"
+    )
+    assert image.read_bytes() == before

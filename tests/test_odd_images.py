@@ -89,3 +89,12 @@ def test_a_stray_sub_folder_beside_images_is_refused_not_read_as_labels(tmp_path
     )
     (tmp_path / "thumbs" / "a.png").unlink()  # an empty sub-folder is no class: unlabelled, both images
     assert len(open_image_set(tmp_path)) == 2
+
+
+def test_data_loading_starts_at_most_one_worker_per_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from neckkit.training.data import usable_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert [usable_workers(n) for n in (0, 1, 2, 64)] == [0, 1, 2, 2]

@@ -16,6 +16,7 @@ and counted, never fatal.
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,15 @@ def check_resized(image: Image.Image | Tensor, resize: int, path: Path) -> None:
             f"{path} is {width}x{height}: resizing its short side to {resize} makes {resized} pixels, more than "
             f"the {max_image_pixels()} neckkit allows ({MAX_PIXELS_ENV})"
         )
+
+
+def usable_workers(requested: int) -> int:
+    """Data-loading processes to start: ``requested``, at most one per CPU core this process may use."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(requested, cores))
 
 
 def collate_readable(items: list[tuple[Tensor, int] | None]) -> tuple[Tensor, Tensor, int]:

@@ -36,7 +36,7 @@ from neckkit.training.checkpointing import (
     RunCheckpoints,
     TrainParts,
 )
-from neckkit.training.data import ImageSet, collate_readable
+from neckkit.training.data import ImageSet, collate_readable, usable_workers
 from neckkit.training.distributed import World, barrier, mean_across
 from neckkit.training.losses import SurrogateLoss, distillation_loss
 from neckkit.training.metrics_log import MetricsLog
@@ -341,7 +341,7 @@ class Trainer:
                     rows,
                     batch_sampler=PlanSampler(plan, step, stage_end, self.world),
                     collate_fn=collate,
-                    num_workers=config.num_workers,
+                    num_workers=usable_workers(config.num_workers),
                     persistent_workers=False,
                 )
                 tick = time.perf_counter()
