@@ -21,7 +21,7 @@ from neckkit.cli.components import (
     stored_options,
 )
 from neckkit.cli.inputs import check_component, check_file, check_folder, check_neck
-from neckkit.cli.report import print_table, progress
+from neckkit.cli.report import announce_placeholders, print_table, progress
 from neckkit.errors import NeckkitError, UsageError
 
 RESULT_FILES = ("eval.json", "eval.csv", "bd_rate.csv", "rate_quality.png")
@@ -140,6 +140,23 @@ def read_image(images: Any, index: int, full_size: bool) -> Any:
     return item[0].unsqueeze(0)  # [1, 3, crop, crop]
 
 
+def bd_lines(entries: list[dict[str, Any]], method: str, unit: str) -> list[str]:
+    """What the screen says about BD deltas: one line per comparison with a number, then each refusal once."""
+    lines, refused = [], {}
+    for entry in entries:
+        if entry["method"] != method:
+            continue
+        head = f"{entry['test']} vs {entry['anchor']}, {entry['metric']} ({method}, {unit})"
+        if entry["bd_rate"] is not None:
+            quality = "" if entry["bd_quality"] is None else f" (BD-quality {entry['bd_quality']:+.4g})"
+            lines.append(f"BD-rate {head}: {entry['bd_rate']:+.2f}%{quality}")
+        elif entry["bd_quality"] is not None:
+            lines.append(f"BD-quality {head}: {entry['bd_quality']:+.4g} (no BD-rate, see below)")
+        if entry["reason"] is not None:
+            refused.setdefault(entry["reason"], None)
+    return lines + list(refused)
+
+
 def evaluate(
     ctx: typer.Context,
     neck: list[Path] | None = typer.Option(None, "--neck", help="Neck checkpoint or training run (repeat for a rate sweep)."),
@@ -167,14 +184,16 @@ def evaluate(
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images of one size per batch through codec, neck, encoder, MLLM."),
     preprocess: str = typer.Option("neckkit", "--preprocess", help="neckkit, or paper: the authors' PIL bicubic crops and unclamped resizes."),
     anchor: list[str] | None = typer.Option(None, "--anchor", help="Curve to compute BD-rates against too, e.g. neck/d1/tic (repeat)."),
-    rate: str = typer.Option("bpp", "--rate", help="Plot against bpp (.nk file bytes) or estimated_bpp."),
+    rate: str = typer.Option("payload", "--rate", help="Rate axis of plots and BD-rates: payload (entropy-coded "
+                             "bytes), file (the whole .nk file) or estimated (likelihoods, the paper's)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the rows, failures and files as JSON."),
 ) -> None:
     """Rate vs. task quality for necks and codec qualities, with the uncompressed and Reconstruction baselines."""
-    if rate not in ("bpp", "estimated_bpp"):
-        raise UsageError(f"--rate must be bpp or estimated_bpp, got {rate!r}")
+    from neckkit.evaluation.rate_axis import rate_axis
+
+    axis = rate_axis(rate)  # UsageError for anything but file, payload, estimated (or their row fields)
     if caption_tokenizer not in ("auto", "ptb", "simple"):
         raise UsageError(f"--caption-tokenizer must be auto, ptb or simple, got {caption_tokenizer!r}")
     if (captions or questions) and mllm is None:
@@ -211,6 +230,7 @@ def evaluate(
     from neckkit.evaluation.bd_rate import METHODS, PRIMARY, bd_table
     from neckkit.evaluation.report import json_safe, plot_rate_quality, table, write_bd_csv, write_csv, write_json
     from neckkit.evaluation.sweep import DEFAULT_CAPTION_PROMPT, Evaluator, RatePoint
+    from neckkit.host.placeholders import built_placeholders, placeholder_flag
     from neckkit.interfaces.preprocess import PREPROCESS_MODES, preprocessing
     from neckkit.training.data import open_image_set
     from neckkit.training.distributed import World, device_for
@@ -243,6 +263,7 @@ def evaluate(
         mllm_name, tasks.mllm = load_mllm(host, mllm, mllm_weights, mllm_opt, tiny, checkpoints, encoder_name)
         tasks.caption_prompt = caption_prompt if caption_prompt is not None else DEFAULT_CAPTION_PROMPT
 
+    announce_placeholders()  # every component is built: say so now if any has random weights
     target = output_dir(out, points[0].label if points else "eval", overwrite)
     torch_device = device_for(World(), device)
     for point in points:
@@ -267,7 +288,7 @@ def evaluate(
 
     loop_started = time.perf_counter()
     with preprocessing(preprocess):
-        for index, key in progress(list(zip(indices, keys, strict=True)), "evaluating", enabled=not no_progress):
+        for index, key in progress(list(zip(indices, keys, strict=True)), "evaluating", enabled=not (no_progress or as_json)):
             try:
                 image = read_image(images, index, full_size)
             except NeckkitError as error:
@@ -294,7 +315,9 @@ def evaluate(
         "preprocess": preprocess,
         "encoder": encoder_name,
         "mllm": mllm_name,
-        "rate_axis": rate,
+        "rate_axis": axis.field,
+        "rate_axis_description": axis.description,
+        **placeholder_flag(built_placeholders()),
         "points": [{"label": p.label, "codec": p.codec_name, "fingerprint": p.fingerprint, "paths": list(p.paths), **p.info}
                    for p in points],
         "caption_scoring": scoring,
@@ -302,7 +325,7 @@ def evaluate(
         "rows": rows,
         "bd_method": {"primary": PRIMARY, "methods": list(METHODS),
                       "note": "pchip: bjontegaard package (Hermite); cubic: VCEG-M33 cubic polynomial fit (MPEG-style)"},
-        "bd_rates": bd_table(rows, rate, list(anchor or [])),
+        "bd_rates": bd_table(rows, axis.field, list(anchor or []), unit=axis.unit),
         "failures": failures,
         "records": evaluator.records,
         "batch_size": batch_size,
@@ -311,25 +334,24 @@ def evaluate(
     }
     if evaluated == 0:
         raise NeckkitError(f"no image could be evaluated ({len(failures)} failures; first: {failures[0]['error'] if failures else 'none'})")
-    files = {"json": str(write_json(target / "eval.json", result)), "csv": str(write_csv(target / "eval.csv", rows)),
-             "bd_csv": str(write_bd_csv(target / "bd_rate.csv", result["bd_rates"]))}
-    plot_rate_quality(target / "rate_quality.png", rows, rate, title, result["bd_rates"])
-    files["plot"] = str(target / "rate_quality.png")
+    from neckkit.files import staged_files
+
+    with staged_files(target) as staging:  # the four files replace an old set together, at the end
+        write_json(staging / "eval.json", result)
+        write_csv(staging / "eval.csv", rows)
+        write_bd_csv(staging / "bd_rate.csv", result["bd_rates"])
+        plot_rate_quality(staging / "rate_quality.png", rows, axis.name, title, result["bd_rates"],
+                          plumbing_only=result["plumbing_only"])
+    files = {"json": str(target / "eval.json"), "csv": str(target / "eval.csv"), "bd_csv": str(target / "bd_rate.csv"),
+             "plot": str(target / "rate_quality.png")}
     if as_json:
         summary = {key: value for key, value in result.items() if key != "records"} | {"files": files}
         typer.echo(json.dumps(json_safe(summary), indent=2))
     else:
         columns, cells = table(rows)
         print_table(columns, cells, title=title)
-        for entry in result["bd_rates"]:
-            if entry["method"] != PRIMARY:
-                continue
-            if entry["reason"] is None:
-                typer.echo(f"BD-rate ({PRIMARY}) {entry['test']} vs {entry['anchor']}, {entry['metric']}: "
-                           f"{entry['bd_rate']:+.2f}% (BD-quality {entry['bd_quality']:+.4f})")
-        refused = {entry["reason"] for entry in result["bd_rates"] if entry["reason"] is not None}
-        for reason in sorted(refused):
-            typer.echo(f"BD-rate refused: {reason}")
+        for line in bd_lines(result["bd_rates"], PRIMARY, axis.unit):
+            typer.echo(line)
         typer.echo(f"Results in {target}: eval.json, eval.csv, bd_rate.csv, rate_quality.png ({result['seconds']:.1f} s)")
     for failure in failures:
         typer.echo(f"Warning: {failure['image']} at {failure['point']}: {failure['error']}", err=True)

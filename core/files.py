@@ -43,3 +43,30 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+STAGING_PREFIX = ".staged-"
+
+
+@contextmanager
+def staged_files(directory: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary folder inside ``directory`` to write a set of files into; when the block succeeds, each
+    replaces its namesake in ``directory`` by one rename, all at the end.
+
+    A set of results (``eval.json``, ``eval.csv``, the plot) then changes in a few microseconds of
+    renames instead of over the seconds it takes to render them, so a killed run leaves the old set (and a
+    staging folder, removed by the next call), not old and new files side by side.
+    """
+    import shutil
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for leftover in directory.glob(f"{STAGING_PREFIX}*.tmp"):  # a killed run's staging folder
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(dir=directory, prefix=STAGING_PREFIX, suffix=".tmp"))
+    try:
+        yield staging
+        for staged in sorted(staging.iterdir()):
+            os.replace(staged, directory / staged.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -60,9 +60,12 @@ def test_a_two_point_sweep_has_every_path_and_writes_json_csv_and_plot(swept) ->
     assert {p["label"]: p["scenario"] for p in report["points"]} == {"d1": "d1", "d3": "d3"}
     assert set(report["files"]) == {"json", "csv", "bd_csv", "plot"}
     assert report["bd_method"]["primary"] == "pchip" and report["bd_method"]["methods"] == ["pchip", "cubic"]
-    # two neck points and one Reconstruction curve of two points: refused with a reason, never a number
-    assert report["bd_rates"] and all(e["bd_rate"] is None and "BD-rate needs at least 4" in e["reason"]
-                                      for e in report["bd_rates"])
+    # each neck is one point, compared with its own codec's Reconstruction (d3's codec is not the base codec):
+    # refused with a reason, never a number
+    assert {(e["test"], e["anchor"]) for e in report["bd_rates"]} == {
+        ("neck/d1/tic", "reconstruction/tic"), ("neck/d3/tic", "reconstruction/d3/tic"), ("neck/d3/tic", "reconstruction/tic")}
+    assert all(e["bd_rate"] is None and "BD-rate needs at least 4" in e["reason"] for e in report["bd_rates"])
+    assert report["rate_axis"] == "payload_bpp" and report["plumbing_only"] is True
 
     saved = json.loads((out / "eval.json").read_text())
     assert saved["rows"] == rows and len(saved["records"]) == 4 * 5
@@ -171,7 +174,7 @@ def test_tiny_quality_points_are_refused_not_printed_as_identical_rows(sweep, tm
         ((), "nothing to evaluate", 2),
         (("--codec", "tic", "--tiny"), "pass --encoder NAME", 2),
         (("--quality", "1"), "--quality needs --codec", 2),
-        (("--neck", "{folder}/d1", "--rate", "bits"), "--rate must be bpp or estimated_bpp", 2),
+        (("--neck", "{folder}/d1", "--rate", "bits"), "--rate must be file, payload or estimated", 2),
         (("--neck", "{folder}/d1", "--encoder", "clip-l-336"), "not the encoder the necks were trained for", 1),
         (("--neck", "{folder}/nowhere"), "nowhere", 1),
     ],
@@ -183,6 +186,23 @@ def test_bad_requests_are_one_line_errors(sweep, args: tuple[str, ...], message:
     assert result.exit_code == exit_code
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.output
+
+
+@pytest.mark.parametrize(("rate", "field"), [("file", "bpp"), ("estimated", "estimated_bpp"), ("payload_bpp", "payload_bpp")])
+def test_the_rate_axis_is_named_in_eval_json_and_bd_rates(sweep, tmp_path: Path, rate: str, field: str) -> None:
+    """--rate picks the axis of plots and BD-rates; every row keeps all three rates."""
+    from neckkit.evaluation.rate_axis import rate_axis
+
+    folder = sweep[2]
+    result = run_eval(sweep, "--neck", str(folder / "d1"), "--neck", str(folder / "d3"), "--rate", rate, "--limit", "1",
+                      "--out", str(tmp_path / "out"), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["rate_axis"] == field and report["rate_axis_description"] == rate_axis(field).description
+    assert report["bd_rates"] and {e["rate_axis"] for e in report["bd_rates"]} == {field}
+    assert all(row[name] > 0 for row in report["rows"][1:] for name in ("bpp", "payload_bpp", "estimated_bpp"))
+    with (tmp_path / "out" / "bd_rate.csv").open(newline="") as handle:
+        assert {line["rate_axis"] for line in csv.DictReader(handle)} == {field}
 
 
 def test_existing_results_are_kept_unless_overwrite(sweep, tmp_path: Path) -> None:
@@ -197,6 +217,39 @@ def test_existing_results_are_kept_unless_overwrite(sweep, tmp_path: Path) -> No
     assert again.exit_code == 0, again.output
     assert json.loads((out / "eval.json").read_text())["evaluated"] == 1
     assert sorted(p.name for p in out.iterdir()) == ["bd_rate.csv", "eval.csv", "eval.json", "rate_quality.png"]  # no temporaries
+
+
+def test_an_overwrite_that_dies_while_rendering_keeps_the_whole_old_set(
+    sweep, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import neckkit.evaluation.report as report
+
+    folder, out = sweep[2], tmp_path / "out"
+    assert run_eval(sweep, "--neck", str(folder / "d1"), "--out", str(out), "--limit", "1").exit_code == 0
+    old = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(old) == ["bd_rate.csv", "eval.csv", "eval.json", "rate_quality.png"]
+
+    def dies(*args: object, **kwargs: object) -> None:  # eval.json and the CSVs are already written by now
+        raise KeyboardInterrupt("killed while drawing the plot")
+
+    monkeypatch.setattr(report, "plot_rate_quality", dies)
+    result = run_eval(sweep, "--neck", str(folder / "d1"), "--neck", str(folder / "d3"), "--out", str(out),
+                      "--limit", "1", "--overwrite")
+    assert result.exit_code != 0
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == old  # not new eval.json beside the old plot
+
+
+def test_a_killed_runs_staging_folder_is_removed_by_the_next(tmp_path: Path) -> None:
+    from neckkit.files import staged_files
+
+    (tmp_path / ".staged-abc.tmp").mkdir()
+    (tmp_path / ".staged-abc.tmp" / "eval.json").write_text("half")
+    (tmp_path / "eval.json").write_text("old")
+    with staged_files(tmp_path) as staging:
+        (staging / "eval.json").write_text("new")
+        assert (tmp_path / "eval.json").read_text() == "old"  # nothing moves before the block ends
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval.json"]
+    assert (tmp_path / "eval.json").read_text() == "new"
 
 
 def test_captions_naming_unknown_images_are_refused(sweep, tmp_path: Path) -> None:

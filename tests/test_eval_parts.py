@@ -111,11 +111,11 @@ def test_outputs_json_csv_plot_and_table(tmp_path: Path) -> None:
     lines = (tmp_path / "r.csv").read_text().splitlines()
     assert len(lines) == 5 and lines[0].startswith("point,path,codec,") and lines[2].startswith("q1,reconstruction,")
     assert plotted_metrics(ROWS) == ["embedding_cosine", "top1", "psnr"]
-    assert plot_rate_quality(tmp_path / "r.png", ROWS, title="test") == ["embedding_cosine", "top1", "psnr"]
+    assert plot_rate_quality(tmp_path / "r.png", ROWS, "file", title="test").metrics == ["embedding_cosine", "top1", "psnr"]
     with Image.open(tmp_path / "r.png") as plot:
         assert plot.format == "PNG" and plot.size[0] > plot.size[1]
     columns, cells = table(ROWS)
-    assert columns == ["point", "path", "n", "bpp", "PSNR", "cosine", "top-1"]
+    assert columns == ["point", "path", "n", "file bpp", "PSNR", "cosine", "top-1"]
     assert cells[0] == ["uncompressed", "uncompressed", "2", "-", "-", "1.0000", "0.5000"]
     assert json_safe({"a": [math.nan, 1.0]}) == {"a": [None, 1.0]}
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import invoke
-from neckkit.bitstream.container import NkFile, write_nk
+from neckkit.bitstream.container import write_nk
 from neckkit.loading import downloads
 from neckkit.samples import sample_images
 

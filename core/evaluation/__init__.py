@@ -6,7 +6,10 @@
 - :mod:`neckkit.evaluation.caption_tokenizer`, :mod:`neckkit.evaluation.caption_scores`: caption tokenisation
   and scores (BLEU, CIDEr-D, METEOR, SPICE); :mod:`neckkit.evaluation.vqa`: VQA accuracy;
   :mod:`neckkit.evaluation.text_metrics`: the three in one import (the module before it was split);
-- :mod:`neckkit.evaluation.report`: JSON, CSV, table and plots;
+- :mod:`neckkit.evaluation.rate_axis`: the ``--rate`` axes (payload, file, estimated bpp);
+- :mod:`neckkit.evaluation.bd_rate`: curves grouped by codec identity, BD-rate and BD-quality between them;
+- :mod:`neckkit.evaluation.report`: JSON, CSV, table and plots (:mod:`neckkit.evaluation.plot_layout`: where
+  labels go, flat axes for metrics that do not differ);
 - :mod:`neckkit.evaluation.complexity`: exact MAC and parameter counts (``neckkit bench``).
 
 ``from neckkit.evaluation import Evaluator, RatePoint, ...`` (the module before core/ was grouped)

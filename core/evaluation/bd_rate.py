@@ -6,107 +6,184 @@ cubic polynomial fit in log-rate that MPEG-style reports, e.g. CompressAI-Vision
 computed and named in the output.
 
 BD-rate is the mean rate difference of the test curve against the anchor at equal quality, in percent
-(negative: the test curve needs fewer bits). BD-quality is the mean quality difference at equal rate,
-in the metric's unit, signed so that positive is better (for a lower-is-better metric such as embedding
-MSE the sign is flipped, and the BD-rate is computed on the negated metric so quality still increases
-with rate). A curve with fewer than :data:`MIN_POINTS` points or rates that are not strictly increasing
-along its quality is refused with a reason instead of a number.
+(negative: the test curve needs fewer bits); it reads rate as a function of quality, so each curve's
+quality must rise strictly with rate (fall, for a lower-is-better metric such as embedding MSE) and the
+two curves must share a quality range. BD-quality is the mean quality difference at equal rate, in the
+metric's unit, signed so that positive is better; it reads quality as a function of rate, so it needs
+distinct rates and a shared rate range only. Anything else is refused with a reason in the metric's
+own values and the rate axis' unit, never a NaN.
+
+Curves (:func:`curves`) are grouped by codec identity: a d2/d3 neck brings its own retrained codec, so its
+Reconstruction points form their own curve (``reconstruction/d3/tic``), never joined with the base codec's
+(``reconstruction/tic``: plain codec qualities and d1 necks); points that share one codec (same
+fingerprint) are one Reconstruction point, not repeated ones.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 METHODS = ("pchip", "cubic")
 PRIMARY = "pchip"
-MIN_POINTS = 4
+MIN_POINTS = 4  # the cubic fit has four coefficients; the paper has four rate points
 # metric -> True when higher is better
 BD_METRICS = {"embedding_cosine": True, "embedding_mse": False, "top1": True, "cider": True, "vqa_accuracy": True}
+METRIC_NAMES = {"embedding_cosine": "embedding cosine", "embedding_mse": "embedding MSE", "top1": "top-1 accuracy",
+                "cider": "CIDEr", "vqa_accuracy": "VQA accuracy"}
+BASE_SCENARIOS = (None, "d1")  # points whose codec is the base codec (not retrained)
 
 
 class CurveRefused(ValueError):
     """A curve BD-rate cannot be computed on; the message is the reason."""
 
 
-def _points(rates: Sequence[float], quality: Sequence[float], higher_is_better: bool, name: str) -> tuple[list[float], list[float]]:
-    pairs = [(float(r), float(q)) for r, q in zip(rates, quality, strict=True) if r is not None and q is not None]
+def _g(value: float, digits: int = 4) -> str:
+    return f"{value:.{digits}g}"
+
+
+def _distinct(a: float, b: float) -> tuple[str, str]:
+    """``a`` and ``b`` with enough digits to tell them apart (4 to 10 significant digits)."""
+    for digits in range(4, 11):
+        if _g(a, digits) != _g(b, digits):
+            break
+    return _g(a, digits), _g(b, digits)
+
+
+def _points(rates: Sequence[float | None], quality: Sequence[float | None], name: str, unit: str) -> tuple[list[float], list[float]]:
+    """(rates, quality) sorted by rate, in the user's values; refused when too few or rates repeat."""
+    pairs = sorted((float(r), float(q)) for r, q in zip(rates, quality, strict=True) if r is not None and q is not None)
     if len(pairs) < MIN_POINTS:
-        raise CurveRefused(f"curve {name!r} has {len(pairs)} point(s); BD-rate needs at least {MIN_POINTS}")
-    pairs.sort()
+        raise CurveRefused(f"curve {name!r} has {len(pairs)} point(s); BD-rate needs at least {MIN_POINTS} "
+                           "(docs/evaluation.md, 'BD-rate offline', makes four with tiny models)")
     r = [p[0] for p in pairs]
-    q = [p[1] if higher_is_better else -p[1] for p in pairs]
-    if any(b <= a for a, b in zip(r, r[1:], strict=False)) or any(r_ <= 0 for r_ in r):
-        raise CurveRefused(f"curve {name!r} has repeated or non-positive rates {r}; BD-rate needs distinct positive rates")
-    if any(b <= a for a, b in zip(q, q[1:], strict=False)):
-        raise CurveRefused(
-            f"curve {name!r} is not monotonic: its rate does not increase with quality ({_fmt(r)} vs {_fmt(q)}); "
-            "BD-rate needs quality rising strictly with rate"
-        )
-    return r, q
+    if any(not math.isfinite(v) or v <= 0 for v in r):
+        raise CurveRefused(f"curve {name!r} has a non-positive rate ({', '.join(_g(v) for v in r)} {unit}); "
+                           "BD-rate needs positive rates")
+    repeated = [a for a, b in zip(r, r[1:], strict=False) if b <= a]
+    if repeated:
+        raise CurveRefused(f"curve {name!r} has two points at {_g(repeated[0])} {unit}; BD-rate needs distinct rates "
+                           "(points that share one codec are one point)")
+    return r, [p[1] for p in pairs]
 
 
-def _fmt(values: list[float]) -> str:
-    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+def _check_monotonic(r: list[float], q: list[float], higher_is_better: bool, name: str, metric: str, unit: str) -> None:
+    """Refused at the first pair of neighbours (by rate) whose quality does not improve, in the user's values."""
+    for i in range(len(r) - 1):
+        if (q[i + 1] <= q[i]) if higher_is_better else (q[i + 1] >= q[i]):
+            direction = "rise" if higher_is_better else "fall"
+            (q0, q1), (r0, r1) = _distinct(q[i], q[i + 1]), _distinct(r[i], r[i + 1])
+            raise CurveRefused(
+                f"curve {name!r}: {metric} does not {direction} monotonically as rate rises: {q0} at {r0} {unit}, "
+                f"{q1} at {r1} {unit}; BD-rate needs {metric} to {direction} strictly with rate (BD-quality does not)"
+            )
 
 
-def _bd(kind: str, anchor_rates: Sequence[float], anchor_quality: Sequence[float], test_rates: Sequence[float],
-        test_quality: Sequence[float], method: str, higher_is_better: bool, names: tuple[str, str]) -> float:
+def _check_overlap(anchor: list[float], test: list[float], names: tuple[str, str], what: str, unit: str) -> None:
+    if max(min(anchor), min(test)) >= min(max(anchor), max(test)):
+        span = lambda values: f"{_g(min(values))}-{_g(max(values))}{unit}"  # noqa: E731
+        raise CurveRefused(f"{names[1]} ({span(test)}) and {names[0]} ({span(anchor)}) share no {what} range; "
+                           f"the delta is taken at equal {what}")
+
+
+def _bd(kind: str, anchor_rates: Sequence[float | None], anchor_quality: Sequence[float | None],
+        test_rates: Sequence[float | None], test_quality: Sequence[float | None], method: str, higher_is_better: bool,
+        names: tuple[str, str], metric: str, unit: str) -> float:
     """``bjontegaard.bd_rate`` or ``bjontegaard.bd_psnr`` on checked curves; :class:`CurveRefused` otherwise."""
-    import bjontegaard
-
-    ra, qa = _points(anchor_rates, anchor_quality, higher_is_better, names[0])
-    rt, qt = _points(test_rates, test_quality, higher_is_better, names[1])
+    ra, qa = _points(anchor_rates, anchor_quality, names[0], unit)
+    rt, qt = _points(test_rates, test_quality, names[1], unit)
+    if kind == "rate":
+        _check_monotonic(ra, qa, higher_is_better, names[0], metric, unit)
+        _check_monotonic(rt, qt, higher_is_better, names[1], metric, unit)
+        _check_overlap(qa, qt, names, metric, "")
+    else:
+        _check_overlap(ra, rt, names, "rate", f" {unit}")
+    try:
+        import bjontegaard
+    except ImportError as error:  # an optional extra: the evaluation's rows and plots do not need it
+        raise CurveRefused('needs the bjontegaard package: pip install "neckkit[eval]"') from error
+    sign = 1.0 if higher_is_better else -1.0  # negated: quality rises with rate, a gain is positive
     function = bjontegaard.bd_rate if kind == "rate" else bjontegaard.bd_psnr
     try:
-        return float(function(ra, qa, rt, qt, method=method, require_matching_points=False, min_overlap=0))
-    except ValueError as error:
-        raise CurveRefused(f"{names[1]} against {names[0]}: {error}") from error
+        value = float(function(ra, [sign * q for q in qa], rt, [sign * q for q in qt], method=method,
+                               require_matching_points=False, min_overlap=0))
+    except (ValueError, AssertionError) as error:
+        raise CurveRefused(f"{names[1]} against {names[0]}: {error or type(error).__name__}") from error
+    if not math.isfinite(value):
+        raise CurveRefused(f"{names[1]} against {names[0]}: the {method} interpolation gave no finite value")
+    return value
 
 
-def bd_rate(anchor_rates: Sequence[float], anchor_quality: Sequence[float], test_rates: Sequence[float],
-            test_quality: Sequence[float], method: str = PRIMARY, higher_is_better: bool = True,
-            names: tuple[str, str] = ("anchor", "test")) -> float:
-    """BD-rate of test against anchor in percent; :class:`CurveRefused` when a curve cannot be used."""
-    return _bd("rate", anchor_rates, anchor_quality, test_rates, test_quality, method, higher_is_better, names)
+def bd_rate(anchor_rates: Sequence[float | None], anchor_quality: Sequence[float | None], test_rates: Sequence[float | None],
+            test_quality: Sequence[float | None], method: str = PRIMARY, higher_is_better: bool = True,
+            names: tuple[str, str] = ("anchor", "test"), metric: str = "quality", unit: str = "bpp") -> float:
+    """BD-rate of test against anchor in percent; :class:`CurveRefused` when a curve cannot be used.
+
+    ``metric`` and ``unit`` name the quality and the rate axis in refusal messages.
+    """
+    return _bd("rate", anchor_rates, anchor_quality, test_rates, test_quality, method, higher_is_better, names, metric, unit)
 
 
-def bd_quality(anchor_rates: Sequence[float], anchor_quality: Sequence[float], test_rates: Sequence[float],
-               test_quality: Sequence[float], method: str = PRIMARY, higher_is_better: bool = True,
-               names: tuple[str, str] = ("anchor", "test")) -> float:
+def bd_quality(anchor_rates: Sequence[float | None], anchor_quality: Sequence[float | None], test_rates: Sequence[float | None],
+               test_quality: Sequence[float | None], method: str = PRIMARY, higher_is_better: bool = True,
+               names: tuple[str, str] = ("anchor", "test"), metric: str = "quality", unit: str = "bpp") -> float:
     """Mean quality gain of test over anchor at equal rate (positive: better), in the metric's unit."""
-    return _bd("quality", anchor_rates, anchor_quality, test_rates, test_quality, method, higher_is_better, names)
+    return _bd("quality", anchor_rates, anchor_quality, test_rates, test_quality, method, higher_is_better, names, metric, unit)
 
 
 def series_key(row: dict[str, Any]) -> str:
-    """The curve a row belongs to: one per (path, scenario, codec)."""
+    """The curve a row belongs to: ``neck/<scenario>/<codec>``; ``reconstruction/<codec>`` for the base codec
+    (codec qualities, d1 necks) and ``reconstruction/<scenario>/<codec>`` for the codecs d2/d3 retrained."""
+    codec, scenario = row.get("codec"), row.get("scenario")
     if row["path"] == "reconstruction":
-        return f"reconstruction/{row.get('codec')}"
-    return f"neck/{row.get('scenario') or '?'}/{row.get('codec')}"
+        return f"reconstruction/{codec}" if scenario in BASE_SCENARIOS else f"reconstruction/{scenario}/{codec}"
+    return f"neck/{scenario or '?'}/{codec}"
 
 
 def curves(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Compressed rows grouped by :func:`series_key`."""
+    """Compressed rows grouped by :func:`series_key`; Reconstruction rows of one codec (same
+    ``codec_fingerprint``, e.g. two d1 necks on one base codec) count once."""
     out: dict[str, list[dict[str, Any]]] = {}
+    seen: set[tuple[str, str]] = set()
     for row in rows:
-        if row["path"] != "uncompressed":
-            out.setdefault(series_key(row), []).append(row)
+        if row["path"] == "uncompressed":
+            continue
+        key = series_key(row)
+        fingerprint = row.get("codec_fingerprint")
+        if row["path"] == "reconstruction" and fingerprint is not None:
+            if (key, fingerprint) in seen:
+                continue
+            seen.add((key, fingerprint))
+        out.setdefault(key, []).append(row)
     return out
 
 
-def bd_table(rows: Sequence[dict[str, Any]], rate: str = "bpp", anchors: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """BD-rate and BD-quality of every neck curve against the same codec's Reconstruction curve and each
-    named anchor curve, for every metric of :data:`BD_METRICS` with values, by both methods.
+def default_anchors(test: str, groups: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """What a neck curve is compared with unasked: the base codec's Reconstruction curve (the paper's
+    baseline; for d2/d3 only when the evaluation has one) and, for d2/d3, its own codecs' Reconstruction."""
+    _, scenario, codec = test.split("/", 2)
+    base = f"reconstruction/{codec}"
+    if scenario in ("d1", "?"):
+        return [base]
+    return [name for name in (base, f"reconstruction/{scenario}/{codec}") if name in groups]
 
-    Each entry: test, anchor, metric, method, bd_rate (percent) / bd_quality, or ``reason`` when refused.
+
+def bd_table(rows: Sequence[dict[str, Any]], rate: str = "payload_bpp", anchors: Sequence[str] = (),
+             unit: str | None = None) -> list[dict[str, Any]]:
+    """BD-rate and BD-quality of every neck curve against :func:`default_anchors` and each named anchor curve,
+    for every metric of :data:`BD_METRICS` with values, by both methods, on the row field ``rate``.
+
+    Each entry: test, anchor, metric, method, rate_axis, bd_rate (percent), bd_quality, and ``reason``
+    (``"BD-rate refused: ..."``, ``"BD-quality refused: ..."`` or both), else ``None``.
     """
+    unit = unit or rate
     groups = curves(rows)
     results = []
     for test, test_rows in groups.items():
         if not test.startswith("neck/"):
             continue
-        codec = test_rows[0].get("codec")
-        targets = [f"reconstruction/{codec}", *[a for a in anchors if a != test]]
+        targets = [*default_anchors(test, groups), *[a for a in anchors if a != test]]
         for anchor in dict.fromkeys(targets):
             anchor_rows = groups.get(anchor)
             for metric, higher in BD_METRICS.items():
@@ -114,20 +191,34 @@ def bd_table(rows: Sequence[dict[str, Any]], rate: str = "bpp", anchors: Sequenc
                     continue
                 for method in METHODS:
                     entry: dict[str, Any] = {"test": test, "anchor": anchor, "metric": metric, "method": method,
-                                             "bd_rate": None, "bd_quality": None, "reason": None}
+                                             "rate_axis": rate, "bd_rate": None, "bd_quality": None, "reason": None}
                     if anchor_rows is None:
-                        entry["reason"] = f"no curve named {anchor!r} (curves: {', '.join(groups)})"
-                    else:
-                        args = ([r[rate] for r in anchor_rows], [r.get(metric) for r in anchor_rows],
-                                [r[rate] for r in test_rows], [r.get(metric) for r in test_rows])
+                        text = f"no curve named {anchor!r} (curves: {', '.join(groups)})"
+                        entry["reason"] = _reason({"bd_rate": text, "bd_quality": text})
+                        results.append(entry)
+                        continue
+                    args = ([r.get(rate) for r in anchor_rows], [r.get(metric) for r in anchor_rows],
+                            [r.get(rate) for r in test_rows], [r.get(metric) for r in test_rows])
+                    options = {"method": method, "higher_is_better": higher, "names": (anchor, test),
+                               "metric": METRIC_NAMES.get(metric, metric), "unit": unit}
+                    reasons = {}
+                    for field, function in (("bd_rate", bd_rate), ("bd_quality", bd_quality)):
                         try:
-                            entry["bd_rate"] = bd_rate(*args, method=method, higher_is_better=higher, names=(anchor, test))
-                            gain = bd_quality(*args, method=method, higher_is_better=higher, names=(anchor, test))
-                            entry["bd_quality"] = gain
+                            entry[field] = function(*args, **options)
                         except CurveRefused as error:
-                            entry["reason"] = str(error)
+                            reasons[field] = str(error)
+                    entry["reason"] = _reason(reasons)
                     results.append(entry)
     return results
+
+
+def _reason(reasons: dict[str, str]) -> str | None:
+    """One text for an entry's refusals, saying which delta each concerns."""
+    if not reasons:
+        return None
+    if len(reasons) == 2 and len(set(reasons.values())) == 1:
+        return f"BD-rate and BD-quality refused: {reasons['bd_rate']}"
+    return "; ".join(f"{'BD-rate' if field == 'bd_rate' else 'BD-quality'} refused: {text}" for field, text in reasons.items())
 
 
 def legend_note(entries: Sequence[dict[str, Any]], test: str, metric: str) -> str:

@@ -1,4 +1,7 @@
-"""``neckkit eval``'s outputs: JSON, CSV, the on-screen table and rate-vs-quality plots."""
+"""``neckkit eval``'s outputs: JSON, CSV, the on-screen table and rate-vs-quality plots.
+
+Where the plot puts labels and how it ranges each axis is :mod:`neckkit.evaluation.plot_layout`.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +12,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from neckkit.evaluation.plot_layout import PLUMBING_ONLY, PanelLayout, PlotLayout, place_labels, value_range
+from neckkit.evaluation.rate_axis import DEFAULT_RATE_AXIS, rate_axis
 from neckkit.files import atomic_path
 
 # Row fields in CSV/table order, and how each is drawn (None: not plotted).
 ROW_FIELDS = (
     "point", "path", "codec", "scenario", "rate_lambda", "quality", "images",
     "bpp", "payload_bpp", "estimated_bpp", "psnr", "ms_ssim", "embedding_mse", "embedding_cosine",
-    "top1", "top5", "bleu4", "cider", "meteor", "spice", "vqa_accuracy", "checkpoint",
+    "top1", "top5", "bleu4", "cider", "meteor", "spice", "vqa_accuracy", "codec_fingerprint", "checkpoint",
 )
 PLOTTED = {
     "embedding_cosine": "embedding cosine (higher is better)",
@@ -36,7 +41,8 @@ PATH_STYLE = {
     "uncompressed": {"linestyle": "--", "color": "black", "label": "uncompressed"},
 }
 TABLE_HEADERS = {
-    "point": "point", "path": "path", "images": "n", "bpp": "bpp", "estimated_bpp": "est. bpp", "psnr": "PSNR",
+    "point": "point", "path": "path", "images": "n", "bpp": "file bpp", "payload_bpp": "payload bpp",
+    "estimated_bpp": "est. bpp", "psnr": "PSNR",
     "ms_ssim": "MS-SSIM", "embedding_mse": "emb. MSE", "embedding_cosine": "cosine", "top1": "top-1", "top5": "top-5",
     "bleu4": "BLEU-4", "cider": "CIDEr", "meteor": "METEOR", "spice": "SPICE", "vqa_accuracy": "VQA",
 }
@@ -76,12 +82,16 @@ def _write_table(path: Path, entries: Sequence[dict[str, Any]], fields: Sequence
     return path
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def plotted_metrics(rows: Sequence[dict[str, Any]]) -> list[str]:
     """The metrics with at least one value on a compressed path, in :data:`PLOTTED` order."""
     return [name for name in PLOTTED if any(row.get(name) is not None for row in rows if row["path"] != "uncompressed")]
 
 
-BD_FIELDS = ("test", "anchor", "metric", "method", "bd_rate", "bd_quality", "reason")
+BD_FIELDS = ("test", "anchor", "metric", "method", "rate_axis", "bd_rate", "bd_quality", "reason")
 
 
 def write_bd_csv(path: Path, entries: Sequence[dict[str, Any]]) -> Path:
@@ -89,54 +99,87 @@ def write_bd_csv(path: Path, entries: Sequence[dict[str, Any]]) -> Path:
     return _write_table(path, entries, BD_FIELDS)
 
 
-def plot_rate_quality(path: Path, rows: Sequence[dict[str, Any]], rate: str = "bpp", title: str = "",
-                      bd_entries: Sequence[dict[str, Any]] = ()) -> list[str]:
-    """Rate-vs-quality panels, one per metric: one curve per (path, scenario, codec) series, uncompressed
-    as a dashed line; neck curves carry their BD-rate (pchip) in the legend.
+def plot_rate_quality(path: Path, rows: Sequence[dict[str, Any]], rate: str = DEFAULT_RATE_AXIS, title: str = "",
+                      bd_entries: Sequence[dict[str, Any]] = (), plumbing_only: bool = False) -> PlotLayout:
+    """Rate-vs-quality panels, one per metric: one curve per series (:func:`neckkit.evaluation.bd_rate.curves`),
+    uncompressed as a dashed line; neck curves carry their BD-rate (pchip) in the legend.
 
-    Each marker is labelled with its rate point. Returns the metrics drawn.
+    ``rate`` is a ``--rate`` axis (or its row field), named in the x label. Each marker is labelled with its rate
+    point, labels moved apart where markers are close; a metric whose values do not differ gets a flat axis
+    and a "no difference" note. ``plumbing_only`` adds :data:`PLUMBING_ONLY` to the title.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     from neckkit.evaluation.bd_rate import curves, legend_note
 
+    axis_choice = rate_axis(rate)
+    field_name = axis_choice.field
+    full_title = "\n".join(part for part in (title, PLUMBING_ONLY if plumbing_only else "") if part)
+    layout = PlotLayout(full_title, axis_choice.label)
     metrics = plotted_metrics(rows)
     columns = min(3, max(1, len(metrics)))
     lines = max(1, math.ceil(len(metrics) / columns))
     figure = Figure(figsize=(4.6 * columns, 3.6 * lines), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(lines, columns, squeeze=False).ravel()
+    series = curves(rows)
+    markers: list[tuple[Any, list[dict[str, Any]]]] = []  # (axis, rows whose markers are labelled)
     for axis, metric in zip(axes, metrics, strict=False):
-        for number, (series, series_rows) in enumerate(curves(rows).items()):
-            curve = sorted(
-                (row for row in series_rows if row.get(metric) is not None and row.get(rate) is not None),
-                key=lambda row: row[rate],
-            )
+        drawn: list[dict[str, Any]] = []
+        for number, (name, series_rows) in enumerate(series.items()):
+            curve = sorted((row for row in series_rows if _finite(row.get(metric)) and _finite(row.get(field_name))),
+                           key=lambda row: row[field_name])  # a lossless PSNR (inf) has no place on the axis
             if curve:
                 style = dict(PATH_STYLE[curve[0]["path"]])
                 style["color"] = f"C{number % 10}"
-                note = legend_note(bd_entries, series, metric)
-                style["label"] = series + (f"\n{note}" if note else "")
-                axis.plot([row[rate] for row in curve], [row[metric] for row in curve], **style)
-                for row in curve:
-                    axis.annotate(row["point"], (row[rate], row[metric]), textcoords="offset points", xytext=(4, 4), fontsize=7)
-        for row in rows:
-            if row["path"] == "uncompressed" and row.get(metric) is not None:
-                axis.axhline(row[metric], **PATH_STYLE["uncompressed"])
-        axis.set_xlabel("estimated bits per pixel" if rate == "estimated_bpp" else "bits per pixel (.nk file)")
+                note = legend_note(bd_entries, name, metric)
+                style["label"] = name + (f"\n{note}" if note else "")
+                axis.plot([row[field_name] for row in curve], [row[metric] for row in curve], **style)
+                drawn.extend(curve)
+        baselines = [row[metric] for row in rows if row["path"] == "uncompressed" and _finite(row.get(metric))]
+        for value in baselines:
+            axis.axhline(value, **PATH_STYLE["uncompressed"])
+        y_range = value_range([row[metric] for row in drawn] + baselines)
+        if y_range is not None and y_range.flat:
+            axis.set_ylim(y_range.low, y_range.high)
+            axis.text(0.5, 0.06, y_range.note, transform=axis.transAxes, ha="center", fontsize=7, color="dimgray")
+        axis.ticklabel_format(axis="y", useOffset=False)  # never a "1e-17" offset above the axis
+        axis.set_xlabel(axis_choice.label)
         axis.set_ylabel(PLOTTED[metric])
         axis.grid(True, alpha=0.3)
         axis.legend(fontsize=8)
+        layout.panels.append(PanelLayout(metric, y_range))
+        markers.append((axis, drawn))
     for axis in axes[len(metrics):]:
         axis.set_visible(False)
     if not metrics:
         axes[0].text(0.5, 0.5, "no compressed image was evaluated", ha="center", va="center")
-    if title:
-        figure.suptitle(title)
+    if full_title:
+        figure.suptitle(full_title, color="firebrick" if plumbing_only else "black")
+    figure.draw_without_rendering()  # final layout and limits: marker positions in points are known now
+    to_points = 72.0 / figure.dpi
+    for panel, (axis, drawn) in zip(layout.panels, markers, strict=True):
+        anchors = [(float(x) * to_points, float(y) * to_points)
+                   for x, y in (axis.transData.transform((row[field_name], row[panel.metric])) for row in drawn)]
+        frame = axis.get_window_extent()
+        bounds = (frame.x0 * to_points, frame.y0 * to_points, frame.x1 * to_points, frame.y1 * to_points)
+        legend = axis.get_legend()
+        avoid = []
+        if legend is not None:  # pinned where "best" put it, so labels can keep clear of it
+            box = legend.get_window_extent()
+            corner = axis.transAxes.inverted().transform((box.x0, box.y0))
+            axis.legend(fontsize=8, loc="lower left", bbox_to_anchor=(float(corner[0]), float(corner[1])))
+            avoid.append((box.x0 * to_points, box.y0 * to_points, box.x1 * to_points, box.y1 * to_points))
+        panel.labels = place_labels(anchors, [str(row["point"]) for row in drawn], bounds=bounds, avoid=avoid)
+        for row, label in zip(drawn, panel.labels, strict=True):
+            leader = {"arrowstyle": "-", "color": "gray", "lw": 0.5, "shrinkA": 0, "shrinkB": 3} if label.leader else None
+            text = axis.annotate(label.text, (row[field_name], row[panel.metric]), textcoords="offset points",
+                                 xytext=label.offset, fontsize=label.fontsize, va="bottom", ha="left", arrowprops=leader)
+            text.set_in_layout(False)  # labels must not move the axes they were placed on
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=110)
-    return metrics
+    return layout
 
 
 def _cell(value: Any) -> str:

@@ -311,9 +311,10 @@ class Evaluator:
              scoring: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
         row: dict[str, Any] = {"point": label, "path": path, "images": len(records)}
         point = info.get(label)
-        row.update(codec=point.codec_name if point else None, **{
-            name: point.info.get(name) if point else None for name in ("scenario", "rate_lambda", "quality", "checkpoint")
-        })
+        row["codec"] = point.codec_name if point else None
+        row["codec_fingerprint"] = point.fingerprint if point else None  # one codec, one Reconstruction point
+        row.update({name: point.info.get(name) if point else None
+                    for name in ("scenario", "rate_lambda", "quality", "checkpoint")})
         for name in MEAN_FIELDS:
             row[name] = _mean([record.get(name) for record in records])
         row.update(self._caption_scores(records, scoring, options))
