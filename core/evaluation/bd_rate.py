@@ -101,8 +101,8 @@ def _bd(kind: str, anchor_rates: Sequence[float | None], anchor_quality: Sequenc
         _check_overlap(ra, rt, names, "rate", f" {unit}")
     try:
         import bjontegaard
-    except ImportError as error:  # an optional extra: the evaluation's rows and plots do not need it
-        raise CurveRefused('needs the bjontegaard package: pip install "neckkit[eval]"') from error
+    except ImportError as error:  # a dependency, but an environment may lack it: rows and plots do not need it
+        raise CurveRefused('needs the bjontegaard package: pip install bjontegaard') from error
     sign = 1.0 if higher_is_better else -1.0  # negated: quality rises with rate, a gain is positive
     function = bjontegaard.bd_rate if kind == "rate" else bjontegaard.bd_psnr
     try:
