@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -18,6 +18,9 @@ from neckkit.cli.components import (
 from neckkit.cli.inputs import check_file, check_folder, check_neck
 from neckkit.cli.report import announce_placeholders, building, progress_enabled, stage
 from neckkit.errors import NeckkitError
+
+if TYPE_CHECKING:
+    from neckkit.training.run_lock import RunLock
 
 RESUMABLE_KEYS = ("max_steps", "num_workers", "log_every")  # may change when resuming
 
@@ -108,16 +111,63 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def holds_run(folder: Path) -> bool:
+    """Whether ``folder`` holds a training run's checkpoints (a plain ``train`` into it is refused)."""
     return (folder / "checkpoints").exists() or (folder / "best").exists()
+
+
+def run_folder_names(base: Path) -> list[Path]:
+    """``base``, ``base-2``, ``base-3``...: the default run folders, in the order they are taken."""
+    return [base] + [base.with_name(f"{base.name}-{n}") for n in range(2, 10_000)]
 
 
 def default_run_dir(base: Path, resume: bool) -> Path:
     """``base``, else ``base-2``, ``base-3``...: the first free one, or with ``--resume`` the last used one."""
-    candidates = [base] + [base.with_name(f"{base.name}-{n}") for n in range(2, 10_000)]
+    candidates = run_folder_names(base)
     for previous, candidate in zip([None, *candidates], candidates, strict=False):
         if not holds_run(candidate):
             return (previous or candidate) if resume else candidate
     raise NeckkitError(f"too many runs beside {base}; pass --out")
+
+
+def claim_run_folder(out: Path | None, base: Path, resume: bool, lock: bool = True) -> RunLock:
+    """The run folder's lock, held: ``--out``, else the default folder (see :func:`default_run_dir`).
+
+    The lock is taken before anything looks inside, so what the folder holds cannot change under the
+    checks that follow; leftovers of an interrupted run are cleared once it is held. A new default folder
+    is claimed by locking it: a run started at the same moment takes the next number instead of sharing
+    it. Not held (only naming the folder): with ``lock=False`` (torchrun ranks other than 0, which never
+    write into it), and for ``--resume`` of a folder that does not exist (refused next, nothing created).
+    """
+    from neckkit.training.run_lock import RunFolderBusy, RunLock
+
+    if out is not None or resume or not lock:
+        folder = out or default_run_dir(base, resume)
+        if not lock or (resume and not folder.is_dir()):
+            return RunLock(folder)
+        return _cleared(RunLock(folder).acquire(create=not resume))
+    for candidate in run_folder_names(base):
+        if holds_run(candidate):
+            continue
+        try:
+            claimed = _cleared(RunLock(candidate).acquire())
+        except RunFolderBusy:  # another run is starting in it: take the next number
+            continue
+        if not holds_run(candidate):
+            return claimed
+        claimed.release()
+    raise NeckkitError(f"too many runs beside {base}; pass --out")
+
+
+def _cleared(lock: RunLock) -> RunLock:
+    """``lock``, once the leftovers of an interrupted run are gone from its folder (released if that fails)."""
+    from neckkit.checkpoint_folders import remove_leftovers
+
+    try:
+        remove_leftovers(lock.folder)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def check_resumable(run_dir: Path, config: Any) -> None:
@@ -145,6 +195,25 @@ def finished_step(run_dir: Path, config: Any) -> int | None:
     latest = latest_checkpoint(run_dir)
     step = checkpoint_step(latest) if latest is not None else None
     return step if step is not None and step >= config.total_steps else None
+
+
+def restarts(run_dir: Path, as_json: bool, echo: bool = True) -> bool:
+    """Whether ``--resume`` must start the run again: it was stopped before completing a step checkpoint.
+
+    Its ``config.yaml`` (already checked against this command's) is all there is to go on, so training
+    starts from step 0 with it, replacing the stopped run's metrics; said in one line.
+    """
+    from neckkit.checkpoint_folders import latest_checkpoint
+
+    if latest_checkpoint(run_dir) is not None:
+        return False
+    if echo:
+        typer.echo(
+            f"{run_dir} holds no complete step checkpoint (it stopped before its first); "
+            "starting it again from step 0 with its saved config",
+            err=as_json,
+        )
+    return True
 
 
 def report_finished(run_dir: Path, step: int, config: Any, as_json: bool) -> None:
@@ -205,77 +274,81 @@ def train(
         check_neck(init)
     config = resolve_config(config_file, tiny, scenario, rate_lambda, max_steps, overrides, entry_layer)
     check_scenario(codec_component, config.scenario)
-    run_dir = out or default_run_dir(Path("runs") / f"{codec}-{encoder}-{config.scenario}", resume)
-    if resume:
-        check_resumable(run_dir, config)
-        step = finished_step(run_dir, config)
-        if step is not None:
-            report_finished(run_dir, step, config, as_json)
-            return
-    elif holds_run(run_dir):
-        raise NeckkitError(f"{run_dir} already holds a training run; pass --resume to continue it or choose another --out")
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 owns (and writes) the folder
+    base = Path("runs") / f"{codec}-{encoder}-{config.scenario}"
+    with claim_run_folder(out, base, resume, lock=main_process) as run_lock:
+        run_dir = run_lock.folder
+        if resume:
+            check_resumable(run_dir, config)
+            step = finished_step(run_dir, config)
+            if step is not None:
+                report_finished(run_dir, step, config, as_json)
+                return
+            resume = not restarts(run_dir, as_json, echo=main_process)
+        elif holds_run(run_dir):
+            raise NeckkitError(f"{run_dir} already holds a training run; pass --resume to continue it or choose another --out")
 
-    # Spinners on the first process only (under torchrun every process shares the terminal).
-    show = not (no_progress or as_json) and os.environ.get("RANK", "0") == "0"
-    with stage("loading torch and the trainer", show):
-        from neckkit.bitstream.container import codec_fingerprint
-        from neckkit.host.options import component_label
-        from neckkit.loading.weights import fingerprint
-        from neckkit.neck.checkpoint import ComponentRef
-        from neckkit.training.data import open_image_set
-        from neckkit.training.distributed import close_world, device_for, init_world, launched_world
-        from neckkit.training.scenarios import check_codec_scenario
-        from neckkit.training.trainer import Trainer, TrainParts
+        # Spinners on the first process only (under torchrun every process shares the terminal).
+        show = not (no_progress or as_json) and main_process
+        with stage("loading torch and the trainer", show):
+            from neckkit.bitstream.container import codec_fingerprint
+            from neckkit.host.options import component_label
+            from neckkit.loading.weights import fingerprint
+            from neckkit.neck.checkpoint import ComponentRef
+            from neckkit.training.data import open_image_set
+            from neckkit.training.distributed import close_world, device_for, init_world, launched_world
+            from neckkit.training.scenarios import check_codec_scenario
+            from neckkit.training.trainer import Trainer, TrainParts
 
-    world = launched_world()
-    torch_device = device_for(world, device)
-    world = init_world(torch_device)
-    try:
-        with stage(building("codec", codec, c_options), show):
-            codec_name, codec_model = build_component(host, "codec", codec, c_options)
-        check_codec_scenario(codec_model, config.scenario, component_label(codec_component))
-        with stage(building("encoder", encoder, e_options), show):
-            encoder_name, encoder_model = build_component(host, "encoder", encoder, e_options)
-        if world.is_main:
-            announce_placeholders()
-        if entry_layer is None and configured is None and encoder_model.entry_layer != config.neck.entry_layer:
-            # Neither the encoder option nor the config chose: the encoder's own default decides.
-            config = resolve_config(config_file, tiny, scenario, rate_lambda, max_steps, overrides, encoder_model.entry_layer)
-            if resume:
-                check_resumable(run_dir, config)
-        init_neck = None
-        if init is not None:
-            from neckkit.neck.checkpoint import check_pair, load_checkpoint, restore_codec_state
+        world = launched_world()
+        torch_device = device_for(world, device)
+        world = init_world(torch_device)
+        try:
+            with stage(building("codec", codec, c_options), show):
+                codec_name, codec_model = build_component(host, "codec", codec, c_options)
+            check_codec_scenario(codec_model, config.scenario, component_label(codec_component))
+            with stage(building("encoder", encoder, e_options), show):
+                encoder_name, encoder_model = build_component(host, "encoder", encoder, e_options)
+            if world.is_main:
+                announce_placeholders()
+            if entry_layer is None and configured is None and encoder_model.entry_layer != config.neck.entry_layer:
+                # Neither the encoder option nor the config chose: the encoder's own default decides.
+                config = resolve_config(config_file, tiny, scenario, rate_lambda, max_steps, overrides, encoder_model.entry_layer)
+                if resume:
+                    check_resumable(run_dir, config)
+            init_neck = None
+            if init is not None:
+                from neckkit.neck.checkpoint import check_pair, load_checkpoint, restore_codec_state
 
-            with stage(f"loading --init {init}", show):
-                start = load_checkpoint(init)
-            check_pair(start.meta, codec_name, encoder_name, init)
-            restore_codec_state(codec_model, start)  # before the fingerprint: the run's codec is this one
-            init_neck = start.neck_state
-            if start.meta.encoder.options != stored_options(e_options):
-                typer.echo(
-                    f"Notice: {init} was trained with encoder options {start.meta.encoder.options}, "
-                    f"this run uses {stored_options(e_options)}",
-                    err=True,
+                with stage(f"loading --init {init}", show):
+                    start = load_checkpoint(init)
+                check_pair(start.meta, codec_name, encoder_name, init)
+                restore_codec_state(codec_model, start)  # before the fingerprint: the run's codec is this one
+                init_neck = start.neck_state
+                if start.meta.encoder.options != stored_options(e_options):
+                    typer.echo(
+                        f"Notice: {init} was trained with encoder options {start.meta.encoder.options}, "
+                        f"this run uses {stored_options(e_options)}",
+                        err=True,
+                    )
+            with stage("fingerprinting the codec and encoder weights", show):
+                parts = TrainParts(
+                    codec=codec_model,
+                    encoder=encoder_model,
+                    codec_ref=ComponentRef(name=codec_name, options=stored_options(c_options), fingerprint=codec_fingerprint(codec_model)),
+                    encoder_ref=ComponentRef(name=encoder_name, options=stored_options(e_options), fingerprint=fingerprint(encoder_model)),
                 )
-        with stage("fingerprinting the codec and encoder weights", show):
-            parts = TrainParts(
-                codec=codec_model,
-                encoder=encoder_model,
-                codec_ref=ComponentRef(name=codec_name, options=stored_options(c_options), fingerprint=codec_fingerprint(codec_model)),
-                encoder_ref=ComponentRef(name=encoder_name, options=stored_options(e_options), fingerprint=fingerprint(encoder_model)),
-            )
-        with stage(f"listing the images in {data}" if data is not None else "opening the bundled photos", show):
-            images = open_image_set(data, config.data)
-        echo = (lambda text: typer.echo(text, err=True)) if as_json else typer.echo
-        with stage("building the neck and its optimiser", show):
-            trainer = Trainer(
-                config, parts, images, run_dir, world, torch_device, echo=echo,
-                progress=show and progress_enabled(), init_neck=init_neck, stage=lambda text: stage(text, show),
-            )
-        result = trainer.run(resume=resume)
-    finally:
-        close_world()
+            with stage(f"listing the images in {data}" if data is not None else "opening the bundled photos", show):
+                images = open_image_set(data, config.data)
+            echo = (lambda text: typer.echo(text, err=True)) if as_json else typer.echo
+            with stage("building the neck and its optimiser", show):
+                trainer = Trainer(
+                    config, parts, images, run_dir, world, torch_device, echo=echo,
+                    progress=show and progress_enabled(), init_neck=init_neck, stage=lambda text: stage(text, show),
+                )
+            result = trainer.run(resume=resume)
+        finally:
+            close_world()
     if not world.is_main:
         return
     summary = result.summary

@@ -11,9 +11,11 @@ sibling folder that is renamed into place only when complete, so a folder that e
 complete or damaged by hand; a damaged one (no complete index, files that do not match it) is
 rebuilt, never trusted.
 
-The ``.npy`` files are preallocated for every item of the dataset; when some images are
-unreadable the trailing rows are unused and ``index.json``'s ``count`` says how many are valid.
-Fields of dtype bfloat16, which numpy lacks, are stored as int16 bit patterns.
+The ``.npy`` files are sized for every item of the dataset; when some images are unreadable the
+trailing rows are unused and ``index.json``'s ``count`` says how many are valid. They are written
+with plain writes after a check that the disk holds them (:mod:`neckkit.training.cache_files`), so a
+full disk is one error line and never a SIGBUS from a memory map; the temporary folder is removed on
+any failure. Fields of dtype bfloat16, which numpy lacks, are stored as int16 bit patterns.
 """
 
 from __future__ import annotations
@@ -31,12 +33,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from numpy.lib.format import open_memmap
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from neckkit import __version__
 from neckkit.errors import NeckkitError
+from neckkit.training.cache_files import NpyRows, check_space, disk_errors, npy_bytes
 from neckkit.training.data import collate_readable
 from neckkit.training.feature_cache_keys import _key_json, cache_folder_name, data_fingerprint, default_cache_root
 
@@ -139,7 +141,7 @@ class FeatureCache(Dataset):
         ``compute(images [B, 3, S, S]) -> {field: tensor [B, ...]}`` runs under ``torch.no_grad()``
         on batches of the readable items; items for which ``dataset`` returns ``None`` are skipped
         and their messages (``dataset.skipped``) kept. The stored values are compute's outputs,
-        bit for bit. If ``compute`` raises, nothing is left on disk.
+        bit for bit. If anything fails (``compute`` raises, the disk is full), nothing is left on disk.
         """
         cache_root = Path(cache_root)
         folder = cache_root / cache_folder_name(key)
@@ -148,16 +150,17 @@ class FeatureCache(Dataset):
             return cache
         if batch_size < 1:
             raise NeckkitError(f"feature cache batch_size must be at least 1, got {batch_size}")
-        cache_root.mkdir(parents=True, exist_ok=True)
         temporary = cache_root / f".{folder.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        temporary.mkdir()
         try:
-            started = time.perf_counter()
-            index = _build(temporary, key, dataset, compute, batch_size, progress, num_workers)
-            seconds = time.perf_counter() - started
-            index["build_seconds"] = seconds
-            _write_json(temporary / INDEX, index)
-            final = _move_into_place(temporary, folder, key)
+            with disk_errors(cache_root):
+                cache_root.mkdir(parents=True, exist_ok=True)
+                temporary.mkdir()
+                started = time.perf_counter()
+                index = _build(temporary, key, dataset, compute, batch_size, progress, num_workers)
+                seconds = time.perf_counter() - started
+                index["build_seconds"] = seconds
+                _write_json(temporary / INDEX, index)
+                final = _move_into_place(temporary, folder, key)
         except BaseException:
             _remove(temporary)
             raise
@@ -276,14 +279,15 @@ def _build(
     progress: bool,
     num_workers: int,
 ) -> dict[str, Any]:
-    """Write every field of ``dataset``'s readable items into ``folder``; return the index."""
+    """Write every field of ``dataset``'s readable items into ``folder``; return the index.
+
+    The files are created once the first batch gives the fields' shapes, after :func:`check_space`.
+    """
     capacity = len(dataset)
     loader = DataLoader(
         _Numbered(dataset), batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_collate
     )
-    labels = open_memmap(folder / "labels.npy", mode="w+", dtype=np.int64, shape=(capacity,))
-    sources = open_memmap(folder / "source_indices.npy", mode="w+", dtype=np.int64, shape=(capacity,))
-    arrays: dict[str, np.memmap] = {}
+    files: dict[str, NpyRows] = {}  # every field, then "labels" and "source_indices"
     fields: dict[str, dict[str, Any]] = {}
     skipped: list[str] = []
     count = labelled = 0
@@ -296,16 +300,18 @@ def _build(
                 continue
             with torch.no_grad():
                 outputs = _check_outputs(compute(images), len(indices))
-            if not arrays:
+            if not files:
+                layout = {}
                 for name, value in outputs.items():
                     recorded, stored = _numpy_dtype(value.dtype)
                     fields[name] = {"shape": list(value.shape[1:]), "dtype": recorded}
-                    arrays[name] = open_memmap(
-                        folder / f"{name}.npy", mode="w+", dtype=stored, shape=(capacity, *value.shape[1:])
-                    )
+                    layout[name] = (stored, (capacity, *value.shape[1:]))
+                layout["labels"] = layout["source_indices"] = (np.dtype(np.int64), (capacity,))
+                check_space(folder, sum(npy_bytes(dtype, shape) for dtype, shape in layout.values()), folder.parent)
+                for name, (dtype, shape) in layout.items():
+                    files[name] = NpyRows(folder / f"{name}.npy", dtype, shape)
             if set(outputs) != set(fields):
                 raise NeckkitError(f"feature cache compute returned fields {sorted(outputs)}, first {sorted(fields)}")
-            end = count + len(indices)
             for name, value in outputs.items():
                 expected = fields[name]
                 if list(value.shape[1:]) != expected["shape"] or _numpy_dtype(value.dtype)[0] != expected["dtype"]:
@@ -313,20 +319,22 @@ def _build(
                         f"feature cache field {name!r}: got {list(value.shape[1:])} {value.dtype}, "
                         f"first batch {expected['shape']} {expected['dtype']}"
                     )
-                arrays[name][count:end] = _as_numpy(value)
-            labels[count:end] = batch_labels.numpy()
+                files[name].append(_as_numpy(value))
+            files["labels"].append(batch_labels.numpy().astype(np.int64, copy=False))
             labelled += int((batch_labels >= 0).sum())
-            sources[count:end] = np.asarray(indices, dtype=np.int64)
-            count = end
+            files["source_indices"].append(np.asarray(indices, dtype=np.int64))
+            count += len(indices)
             bar.update(len(indices) + len(batch_skipped))  # once computed: a bar at 100% means done
+        if count:
+            for rows in files.values():
+                rows.finish()
     finally:
         bar.close()
+        for rows in files.values():
+            rows.close()
     if count == 0:
         shown = f" ({skipped[0]}{' ...' if len(skipped) > 1 else ''})" if skipped else ""
         raise NeckkitError(f"feature cache: none of the {capacity} images is readable{shown}")
-    for array in (*arrays.values(), labels, sources):
-        array.flush()
-    del arrays, labels, sources
     return {
         "format": FORMAT,
         "neckkit_version": __version__,

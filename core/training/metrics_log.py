@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-METRICS_FILE = "metrics.jsonl"
+from neckkit.checkpoint_folders import METRICS_FILE
+
 TENSORBOARD_DIR = "tensorboard"
 
 
