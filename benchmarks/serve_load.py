@@ -3,12 +3,15 @@
     python benchmarks/serve_load.py [--requests 48] [--malformed 1000] [--crafted 300] [--out serve_load.json]
     python benchmarks/serve_load.py --neck runs/neck336 --nk photo.nk     # your own tiny neck and bitstream
     python benchmarks/serve_load.py --decode-workers 0                    # entropy decoding in the server process
+    python benchmarks/serve_load.py --no-warm-up                          # what the first request costs cold
 
 Everything stays on the loopback interface and stops by itself. Without ``--neck`` it trains a tiny
-clip-l-336 neck on tiny TIC (2 steps) and compresses a bundled photo, in a temporary folder. Then, for
-batching on (``--max-batch 16``) and off (``--max-batch 1``), it starts ``neckkit serve --tiny`` on a
-free port, waits for ``/health``, sends ``--requests`` ``POST /v1/ask`` requests from 1, 4 and 16
-concurrent clients (greedy, ``--max-new-tokens``), and stops the server with SIGTERM. It times
+clip-l-336 neck on tiny ``--codec`` (default ELIC, the README's quick-start codec; 2 steps) and
+compresses a bundled photo with it, in a temporary folder. Then, for batching on (``--max-batch 16``)
+and off (``--max-batch 1``), it starts ``neckkit serve --tiny`` on a free port, waits for ``/health``,
+times the first request (what the warm-up is for), sends ``--requests`` ``POST /v1/ask`` requests from
+1, 4 and 16 concurrent clients (greedy, ``--max-new-tokens``), and stops the server with SIGTERM, timing
+how long the idle server takes to exit. It times
 ``--cli-runs`` runs of one ``neckkit ask`` process per question (what a question cost before the
 server), and fires ``--malformed`` bad requests (random bytes, truncated and bit-flipped ``.nk``,
 a huge declared Content-Length, bad JSON, wrong content types, missing prompts, ...) at a batched
@@ -68,7 +71,7 @@ def run_cli(*args: str, env: dict[str, str]) -> float:
 
 
 class Server:
-    """``neckkit serve --tiny`` on a free loopback port; ``stop`` sends SIGTERM and waits."""
+    """``neckkit serve --tiny`` on a free loopback port; ``stop`` sends SIGTERM and times the exit."""
 
     def __init__(self, neck: Path, mllm: str, max_batch: int, max_wait_ms: float, env: dict[str, str],
                  log: Path, extra: list[str] | None = None) -> None:
@@ -79,6 +82,7 @@ class Server:
                    "--port", str(self.port), "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms),
                    *(extra or [])]
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.exit_seconds: float | None = None  # from SIGTERM to exit, once stopped
 
     def wait_ready(self, limit: float = 300.0) -> float:
         start = time.perf_counter()
@@ -96,9 +100,11 @@ class Server:
 
     def stop(self) -> int | None:
         if self.process.poll() is None:
+            start = time.perf_counter()
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=60)
+                self.exit_seconds = time.perf_counter() - start
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
@@ -363,6 +369,7 @@ def main() -> None:
     parser.add_argument("--neck", type=Path, help="a tiny neck for --mllm's encoder (default: train one, 2 steps)")
     parser.add_argument("--nk", type=Path, help="a .nk compressed with the neck's codec (default: a bundled photo)")
     parser.add_argument("--mllm", default="llava-1.5")
+    parser.add_argument("--codec", default="elic", help="the tiny codec of the neck trained without --neck")
     parser.add_argument("--requests", type=int, default=48, help="requests per concurrency level")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--max-new-tokens", type=int, default=8)
@@ -372,6 +379,7 @@ def main() -> None:
     parser.add_argument("--malformed-clients", type=int, default=8)
     parser.add_argument("--crafted", type=int, default=300, help="hostile .nk files sent to the batched server")
     parser.add_argument("--decode-workers", type=int, help="neckkit serve --decode-workers (default: its default)")
+    parser.add_argument("--no-warm-up", action="store_true", help="neckkit serve --no-warm-up (the first request cold)")
     parser.add_argument("--max-body-bytes", type=int, default=1 << 20, help="the server's default limit")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds before a request counts as a hang")
     parser.add_argument("--out", type=Path, help="write the figures as JSON")
@@ -387,14 +395,15 @@ def main() -> None:
         neck, nk_path = args.neck, args.nk
         if neck is None:
             neck = work / "neck"
-            print("training a tiny clip-l-336 neck on tiny TIC (2 steps) ...", flush=True)
-            run_cli("train", "--codec", "tic", "--encoder", "clip-l-336", "--tiny", "--max-steps", "2",
+            print(f"training a tiny clip-l-336 neck on tiny {args.codec} (2 steps) ...", flush=True)
+            run_cli("train", "--codec", args.codec, "--encoder", "clip-l-336", "--tiny", "--max-steps", "2",
                     "--out", str(neck), "--no-progress", env=env)
         if nk_path is None:
             from neckkit.samples import sample_images
 
             nk_path = work / "photo.nk"
-            run_cli("compress", str(sample_images()[2]), "--codec", "tic", "--tiny", "-o", str(nk_path), env=env)
+            run_cli("compress", str(sample_images()[2]), "--codec", args.codec, "--tiny", "-o", str(nk_path),
+                    env=env)
         nk = nk_path.read_bytes()
 
         print(f"timing {args.cli_runs} runs of one `neckkit ask` process per question ...", flush=True)
@@ -406,11 +415,14 @@ def main() -> None:
         figures["load"] = {}
         for label, max_batch in (("batched", 16), ("unbatched", 1)):
             extra = ["--decode-workers", str(args.decode_workers)] if args.decode_workers is not None else []
+            extra += ["--no-warm-up"] if args.no_warm_up else []
             server = Server(neck, args.mllm, max_batch, args.max_wait_ms, env, work / f"serve-{label}.log", extra)
             try:
                 ready = server.wait_ready()
-                print(f"{label} server (--max-batch {max_batch}) ready in {ready:.1f} s", flush=True)
-                load(server.url, nk, 2, 4, args.max_new_tokens, args.timeout)  # warm-up, not counted
+                first = load(server.url, nk, 1, 1, args.max_new_tokens, args.timeout)["p50_ms"]
+                print(f"{label} server (--max-batch {max_batch}) ready in {ready:.1f} s; first request {first} ms",
+                      flush=True)
+                load(server.url, nk, 2, 4, args.max_new_tokens, args.timeout)  # the clients' warm-up, not counted
                 rows = []
                 for clients in args.clients:
                     row = load(server.url, nk, clients, args.requests, args.max_new_tokens, args.timeout)
@@ -418,7 +430,8 @@ def main() -> None:
                           f"p99 {row['p99_ms']} ms, mean batch {row['mean_batch_size']}, failures {row['failures']}",
                           flush=True)
                     rows.append(row)
-                figures["load"][label] = {"max_batch": max_batch, "ready_seconds": round(ready, 2), "levels": rows}
+                figures["load"][label] = {"max_batch": max_batch, "ready_seconds": round(ready, 2),
+                                          "first_request_ms": first, "levels": rows}
                 if label == "batched" and args.malformed:
                     print(f"firing {args.malformed} malformed requests ...", flush=True)
                     bad = fire_malformed(server.url, server.port, nk, args.malformed, args.max_body_bytes,
@@ -438,7 +451,9 @@ def main() -> None:
                     crafted["health_after"] = httpx.get(f"{server.url}/health", timeout=10).status_code
                     figures["crafted"] = crafted
             finally:
-                figures["load"].setdefault(label, {})["exit_code"] = server.stop()
+                block = figures["load"].setdefault(label, {})
+                block["exit_code"] = server.stop()
+                block["sigterm_exit_seconds"] = round(server.exit_seconds, 2) if server.exit_seconds else None
 
         top = max(args.clients)
         rps = {label: next((row["requests_per_s"] for row in figures["load"][label]["levels"]
@@ -491,7 +506,10 @@ def print_table(figures: dict[str, Any], args: argparse.Namespace) -> None:
               f"{crafted['decode_timeouts']:g} decode timeouts; {crafted['good_requests']} good requests between "
               f"them, answers unchanged: {crafted['good_answers_unchanged']}; /health after: "
               f"{crafted['health_after']}")
-    print("SIGTERM exit codes:", {label: block.get("exit_code") for label, block in figures["load"].items()})
+    print("first request after ready (ms):",
+          {label: block.get("first_request_ms") for label, block in figures["load"].items()})
+    print("SIGTERM exit codes:", {label: block.get("exit_code") for label, block in figures["load"].items()},
+          "seconds to exit:", {label: block.get("sigterm_exit_seconds") for label, block in figures["load"].items()})
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """``neckkit serve``: a long-running HTTP server answering questions about bitstreams, with dynamic batching.
 
 The app is :func:`neckkit.serving.http_app.create_app`, run by uvicorn; the models load once, in the
-background (``/health`` is 503 until they are ready). Entropy decoding runs in ``--decode-workers``
-processes, so a bitstream that crashes or hangs the decoder fails only its own request. SIGTERM or
-Ctrl-C: stop accepting, finish the requests in flight, exit 0.
+background, and answer one warm-up request (``/health`` is 503 until then). Entropy decoding runs in
+``--decode-workers`` processes, so a bitstream that crashes or hangs the decoder fails only its own
+request. One access-log line per request on stderr (``--no-access-log``: none). SIGTERM or Ctrl-C: stop
+accepting, finish the requests in flight, exit 0 (an idle server within about half a second).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import typer
 
 from neckkit.cli.components import component_options
+from neckkit.cli.report import announce_placeholders
 from neckkit.errors import NeckkitError
 
 SERVE_EXTRA = "neckkit serve needs the serve extra: pip install 'neckkit[serve]'"
@@ -56,6 +58,11 @@ def serve(
     decode_memory_mb: int = typer.Option(2048, "--decode-memory-mb",
                                          help="Memory a decode worker may add after start-up, in MiB (0: no cap)."),
     device: str = typer.Option("auto", "--device", help="Where the MLLM and neck run: auto, cpu, cuda, cuda:1..."),
+    warm_up: bool = typer.Option(True, "--warm-up/--no-warm-up",
+                                 help="Answer one blank-image request before /health says ready, so the first "
+                                      "client's request is as fast as later ones."),
+    access_log: bool = typer.Option(True, "--access-log/--no-access-log",
+                                    help="One line per request on stderr: method, path, status, ms, bytes, id."),
 ) -> None:
     """Serve answers about .nk bitstreams over HTTP (POST /v1/ask, /v1/chat/completions; GET /health, /metrics)."""
     try:
@@ -69,6 +76,7 @@ def serve(
             import multipart  # noqa: F401  (older python-multipart)
     except ImportError:
         raise NeckkitError(SERVE_EXTRA) from None
+    from neckkit.serving.access_log import log_access_to_stderr
     from neckkit.serving.answerer import Answerer
     from neckkit.serving.decode_pool import DecodeWorkers
     from neckkit.serving.http_app import ServeSettings, create_app
@@ -106,8 +114,10 @@ def serve(
 
     def load() -> Answerer:
         share_cores(decode_workers)
-        return Answerer.load(plugin_host, neck, mllm, options, codec_weights=weights, device=neck_device,
-                             decode_threads=min(max_batch, 4), decode_workers=isolation)
+        answerer = Answerer.load(plugin_host, neck, mllm, options, codec_weights=weights, device=neck_device,
+                                 decode_threads=min(max_batch, 4), decode_workers=isolation)
+        announce_placeholders()
+        return answerer
 
     failure: list[BaseException] = []
     server: uvicorn.Server | None = None
@@ -118,13 +128,20 @@ def serve(
             server.should_exit = True
 
     def on_ready(answerer: Answerer) -> None:
+        warmed = answerer.load_seconds.get("warm_up")
         typer.echo(f"neckkit serve: ready on http://{host}:{port} ({answerer.mllm_name}, neck {neck.name}, "
-                   f"max batch {max_batch}, {decode_workers or 'no'} decode workers)", err=True)
+                   f"max batch {max_batch}, {decode_workers or 'no'} decode workers"
+                   f"{f', warmed up in {warmed:.2f} s' if warmed is not None else ''})", err=True)
 
     settings = ServeSettings(mllm=mllm, neck=neck.name, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                             max_body_bytes=max_body_bytes, body_timeout=body_timeout, max_uploads=max_uploads)
+                             max_body_bytes=max_body_bytes, body_timeout=body_timeout, max_uploads=max_uploads,
+                             warm_up=warm_up, access_log=access_log)
+    if access_log:
+        log_access_to_stderr()
     app = create_app(settings, load, on_load_error=on_load_error, on_ready=on_ready)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
+    # uvicorn's own access log stays off (neckkit's AccessLog writes the one line per request); its
+    # "warning" level keeps its start-up and shut-down chatter off stderr too.
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=None)
     server = uvicorn.Server(config)
     typer.echo(f"neckkit serve: loading the models; listening on http://{host}:{port}", err=True)

@@ -87,12 +87,12 @@ def running_server(command: list[str], log: Path, ready_within: float = 90.0) ->
 
 @pytest.fixture(scope="module")
 def server(served, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
-    """``neckkit serve`` in a subprocess, with batches of up to 8 collected within 150 ms."""
+    """``neckkit serve`` in a subprocess, with batches of up to 8 collected within 150 ms, and no access log."""
     _runner, _host, neck, *_ = served
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     command = [sys.executable, "-m", "neckkit", "serve", "--neck", str(neck), "--mllm", "llava-1.5", "--tiny",
                "--port", str(free_port()), "--max-batch", "8", "--max-wait-ms", "150",
-               "--max-body-bytes", str(MAX_BODY)]
+               "--max-body-bytes", str(MAX_BODY), "--no-access-log"]
     with running_server(command, log) as started:
         yield started
 
@@ -247,6 +247,7 @@ def test_every_bad_input_gets_its_4xx_and_the_server_keeps_serving(server: Serve
                                     headers={"content-type": "text/plain"}, timeout=TIMEOUT), 415,
                          "unsupported_media_type"),
         "streaming": (chat(server, data_url("application/x-neckkit-nk", good), stream=True), 400, "bad_request"),
+        "two choices": (chat(server, data_url("application/x-neckkit-nk", good), n=2), 400, "bad_request"),
         "http image URL": (chat(server, "https://example.com/cat.png"), 400, "bad_request"),
         "gif data URL": (chat(server, data_url("image/gif", b"GIF89a")), 415, "unsupported_media_type"),
         "bad base64": (chat(server, "data:image/png;base64,@@@@"), 400, "bad_request"),
@@ -262,11 +263,22 @@ def test_every_bad_input_gets_its_4xx_and_the_server_keeps_serving(server: Serve
         assert error["type"] == kind, (name, error)
         assert isinstance(error["message"], str) and error["message"] and "\n" not in error["message"], name
     assert "streaming is not supported" in cases["streaming"][0].json()["error"]["message"]
+    assert cases["two choices"][0].json()["error"]["message"].startswith("n must be 1 (one choice per request), got 2")
+    assert chat(server, data_url("application/x-neckkit-nk", good), n=1).status_code == 200
     assert "codec 'elic'" in cases["another codec"][0].json()["error"]["message"]
     assert httpx.get(f"{server.url}/health", timeout=TIMEOUT).status_code == 200
     assert post_nk(server, good, PROMPT, max_new_tokens=2).status_code == 200
     assert metric(server, 'neckkit_errors_total{kind="bad_bitstream"}') >= 6
     assert metric(server, 'neckkit_errors_total{kind="too_large"}') >= 2
+
+
+def test_no_access_log_keeps_every_request_out_of_the_log(server: Server, served) -> None:  # noqa: F811
+    *_, nk, _photo = served
+    reply = post_nk(server, nk.read_bytes(), PROMPT, max_new_tokens=2)
+    assert reply.status_code == 200 and reply.headers["x-request-id"]
+    assert httpx.get(f"{server.url}/nowhere", timeout=TIMEOUT).status_code == 404
+    output = server.output()
+    assert "ready on" in output and "access method=" not in output and "HTTP/1.1" not in output, output
 
 
 def test_sigterm_finishes_the_request_in_flight_then_exits_0(server: Server, served) -> None:  # noqa: F811

@@ -8,9 +8,9 @@
 - :mod:`neckkit.serving.decode_pool` and :mod:`neckkit.serving.decode_worker`: entropy decoding in worker
   processes (:class:`DecodeWorkers` configures it), so a hostile bitstream costs only its own request;
 - :mod:`neckkit.serving.errors`: the per-request failures (:class:`DamagedBitstream`, ...);
-- the HTTP server: :mod:`~neckkit.serving.http_app` (routes), :mod:`~neckkit.serving.batcher` (dynamic
-  batching), :mod:`~neckkit.serving.uploads` (upload size, time and count limits),
-  :mod:`~neckkit.serving.metrics` (Prometheus).
+- the HTTP server: :mod:`~neckkit.serving.http_app` (routes, warm-up), :mod:`~neckkit.serving.batcher`
+  (dynamic batching), :mod:`~neckkit.serving.uploads` (upload size, time and count limits),
+  :mod:`~neckkit.serving.access_log` (one line per request), :mod:`~neckkit.serving.metrics` (Prometheus).
 
 ``from neckkit.serving import Answerer, AskRequest`` imports torch only when a name is first used.
 """

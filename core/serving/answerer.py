@@ -178,6 +178,24 @@ class Answerer:
         """The encoder block the neck's tokens enter (from the checkpoint)."""
         return self.checkpoint.meta.entry_layer
 
+    def warm_up_request(self, max_new_tokens: int = 2) -> AskRequest:
+        """A blank image's request that takes the whole served path once, so the first client does not pay for it.
+
+        The first call of each stage builds what later calls reuse (entropy-coder tables, kernels, the
+        thread's OpenMP team, the tokenizer's and ``generate``'s lazy set-up; on a GPU the CUDA context
+        and its libraries): several times a steady request's latency. The image is the codec's smallest
+        (``pad_multiple`` pixels a side), so it is compressed here, entropy-decoded where requests are
+        decoded, then read by the neck and the MLLM with ``max_new_tokens`` tokens. Without a codec it
+        is the uncompressed baseline at the encoder's size.
+        """
+        if self.codec is None:
+            side = self.mllm.visual_encoder.image_size
+            return AskRequest(torch.zeros(1, 3, side, side), ["warm-up"], {"max_new_tokens": max_new_tokens},
+                              uncompressed=True, name="<warm-up>")
+        side = self.codec.pad_multiple
+        return AskRequest(torch.zeros(1, 3, side, side), ["warm-up"], {"max_new_tokens": max_new_tokens},
+                          name="<warm-up>")
+
     def decode_stats(self) -> DecodeStats | None:
         """The decode workers' crashes, timeouts and replacements (None when decoding in-process)."""
         return self._decode_pool.stats() if self._decode_pool is not None else None

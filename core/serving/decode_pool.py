@@ -98,6 +98,7 @@ class _Worker:
 
     def __init__(self, context: BaseContext, spec: DecoderSpec) -> None:
         self.conn, child = context.Pipe(duplex=True)
+        self._told_to_stop = False
         self.process = context.Process(target=run_worker, args=(spec, child), name="neckkit-decode", daemon=True)
         try:
             self.process.start()
@@ -134,13 +135,19 @@ class _Worker:
         except (EOFError, OSError):
             raise _WorkerDied from None
 
-    def stop(self, *, kill: bool = False) -> None:
-        """Ask the worker to stop (or kill it), wait for it, close the pipe."""
-        if not kill and self.process.exitcode is None:
+    def tell_to_stop(self) -> None:
+        """Ask the worker to stop, without waiting (it ends once its job, if any, is done)."""
+        if not self._told_to_stop and self.process.exitcode is None:
+            self._told_to_stop = True
             try:
                 self.conn.send(None)
             except OSError:
                 pass
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Ask the worker to stop (or kill it), wait for it, close the pipe."""
+        if not kill and self.process.exitcode is None:
+            self.tell_to_stop()
             self.process.join(STOP_SECONDS)
         if self.process.exitcode is None:
             self.process.kill()
@@ -228,11 +235,17 @@ class DecodePool:
             return DecodeStats(workers=len(self._live), **self._counts)
 
     def close(self) -> None:
-        """Stop every worker (after the requests in flight are answered: nothing may be decoding)."""
+        """Stop every worker (after the requests in flight are answered: nothing may be decoding).
+
+        All are told first, then waited for, so they wind down together: shut-down takes one worker's
+        exit, not the sum of them.
+        """
         with self._lock:
             self._closed = True
             workers = list(self._live)
             self._live.clear()
+        for worker in workers:
+            worker.tell_to_stop()
         for worker in workers:
             worker.stop()
 

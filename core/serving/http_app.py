@@ -1,9 +1,12 @@
 """The HTTP server's app (FastAPI): ``/v1/ask``, ``/v1/chat/completions``, ``/health``, ``/v1/models``, ``/metrics``.
 
 :func:`create_app` takes the settings and a ``load`` callable returning an :class:`Answerer`; the
-models load in a background thread started at start-up, so ``/health`` answers 503 until they are
-ready. Requests are built from the bytes a client sends (never from a path it names), each checked on
-its own (prompts, options, media types), then batched by :class:`~neckkit.serving.batcher.Batcher`.
+models load in a background thread started at start-up, then answer one warm-up request
+(:meth:`Answerer.warm_up_request <neckkit.serving.answerer.Answerer.warm_up_request>`) through the batcher,
+so ``/health`` answers 503 until they are loaded and warm and the first client's latency is a steady
+one. Requests are built from the bytes a client sends (never from a path it names), each checked on
+its own (prompts, options, media types), then batched by :class:`~neckkit.serving.batcher.Batcher`;
+:class:`~neckkit.serving.access_log.AccessLog` logs one line per request.
 Every error is a JSON body ``{"error": {"type": KIND, "message": ONE_LINE}}``; what an upload may cost
 (size, read time, uploads at once) is bounded by :class:`~neckkit.serving.uploads.UploadLimits`, what
 its bitstream may do to the decoder by the answerer's decode workers.
@@ -31,6 +34,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from neckkit.errors import NeckkitError, describe_error
+from neckkit.serving.access_log import AccessLog
 from neckkit.serving.batcher import Batcher, BatcherClosed
 from neckkit.serving.errors import AnswerFailed, DamagedBitstream, DecoderUnavailable
 from neckkit.serving.metrics import CONTENT_TYPE_LATEST, ServeMetrics
@@ -40,7 +44,7 @@ from neckkit.serving.uploads import RETRY_AFTER_SECONDS, UploadLimits, error_bod
 if TYPE_CHECKING:
     from neckkit.serving.answerer import Answerer
 
-__all__ = ["ApiError", "ServeSettings", "create_app"]
+__all__ = ["ApiError", "ServeSettings", "create_app", "warm_up"]
 
 NK_MEDIA_TYPES = ("application/x-neckkit-nk", "application/octet-stream")
 IMAGE_MEDIA_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/jpg": "JPEG"}
@@ -62,6 +66,8 @@ class ServeSettings:
     max_body_bytes: int = 1 << 20
     body_timeout: float = 30.0  # seconds a request body may take to arrive
     max_uploads: int = 64  # request bodies read at once
+    warm_up: bool = True  # answer one blank-image request before /health says ready
+    access_log: bool = True  # one line per request on the neckkit.serving.access logger
 
 
 class ApiError(Exception):
@@ -196,6 +202,11 @@ def chat_request(body: Any) -> tuple[str, str, bytes, dict[str, Any]]:
         raise ApiError(400, "bad_request", "the body must be a JSON object")
     if body.get("stream"):
         raise ApiError(400, "bad_request", "streaming is not supported; send \"stream\": false")
+    choices = body.get("n", 1)
+    if choices is not None and (isinstance(choices, bool) or choices != 1):
+        # One answer per request: n > 1 used to be answered once without a word.
+        raise ApiError(400, "bad_request", f"n must be 1 (one choice per request), got {str(choices)[:20]}; "
+                                           "send one request per answer wanted")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "bad_request", "messages must be a non-empty list")
@@ -245,7 +256,9 @@ def chat_request(body: Any) -> tuple[str, str, bytes, dict[str, Any]]:
 class _State:
     def __init__(self) -> None:
         self.answerer: Answerer | None = None
-        self.batcher: Batcher | None = None
+        self.batcher: Batcher | None = None  # set once loaded; it takes client requests once ``ready``
+        self.ready = False
+        self.closing = False
         self.load_error: str | None = None
 
 
@@ -259,7 +272,8 @@ def create_app(
     """The server for the answerer ``load()`` returns (called once, in a background thread at start-up).
 
     ``on_load_error(error)`` is called (in that thread) if loading fails; ``/health`` then stays 503.
-    ``on_ready(answerer)`` when the models are loaded.
+    ``on_ready(answerer)`` when the models are loaded and, with ``settings.warm_up``, have answered the
+    warm-up request (its seconds are ``answerer.load_seconds["warm_up"]``).
     """
     state = _State()
     metrics = ServeMetrics(lambda: state.answerer.decode_stats() if state.answerer is not None else None)
@@ -284,35 +298,57 @@ def create_app(
     async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
         loop = asyncio.get_running_loop()
 
-        def ready(answerer: Answerer) -> None:
+        def count_batch(size: int) -> None:
+            if state.ready:  # the warm-up batch is not a client's
+                metrics.batch_size.observe(size)
+
+        async def become_ready(answerer: Answerer) -> None:
+            if state.closing:  # shut down while loading
+                await asyncio.to_thread(answerer.close)
+                return
             state.answerer = answerer
             state.batcher = Batcher(
                 lambda prepared: answerer.answer_prepared(prepared, return_errors=True),
                 prepare=answerer.prepare, prepare_threads=max(4, 2 * answerer.decode_workers),
                 max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
-                on_batch=metrics.batch_size.observe, on_queue=metrics.queue_length.set,
+                on_batch=count_batch, on_queue=metrics.queue_length.set,
             )
             state.batcher.start()
+            if settings.warm_up:
+                await warm_up(answerer, state.batcher)
+            if state.closing:
+                return
+            state.ready = True
             if on_ready is not None:
                 on_ready(answerer)
+
+        def failed(error: BaseException) -> None:
+            state.load_error = " ".join(str(error).split()) or type(error).__name__
+            if on_load_error is not None:
+                on_load_error(error)
 
         def load_in_background() -> None:
             try:
                 answerer = load()
             except BaseException as error:  # noqa: BLE001  (reported through /health and on_load_error)
-                state.load_error = " ".join(str(error).split()) or type(error).__name__
-                if on_load_error is not None:
-                    on_load_error(error)
+                failed(error)
                 return
             try:
-                loop.call_soon_threadsafe(ready, answerer)
+                readying = asyncio.run_coroutine_threadsafe(become_ready(answerer), loop)
             except RuntimeError:  # the loop is gone: shut down while loading
                 answerer.close()
+                return
+            try:
+                readying.result()
+            except BaseException as error:  # noqa: BLE001  (cancelled at shut-down is no failure)
+                if not state.closing:
+                    failed(error)
 
         threading.Thread(target=load_in_background, name="neckkit-load", daemon=True).start()
         try:
             yield
         finally:
+            state.closing = True
             if state.batcher is not None:
                 await state.batcher.close()
             if state.answerer is not None:
@@ -339,7 +375,7 @@ def create_app(
         return JSONResponse(error_body("internal", message), status_code=500)
 
     def batcher() -> Batcher:
-        if state.batcher is None:
+        if state.batcher is None or not state.ready:
             message = f"the models failed to load: {state.load_error}" if state.load_error else "the models are loading"
             raise ApiError(503, "not_ready", message)
         return state.batcher
@@ -362,7 +398,7 @@ def create_app(
     @app.get("/health")
     async def health() -> JSONResponse:
         answerer = state.answerer
-        if answerer is None or state.batcher is None:
+        if answerer is None or not state.ready:
             body: dict[str, Any] = {"status": "loading" if state.load_error is None else "failed"}
             if state.load_error is not None:
                 body["error"] = state.load_error
@@ -451,4 +487,22 @@ def create_app(
 
     app.add_middleware(UploadLimits, max_bytes=settings.max_body_bytes, read_timeout=settings.body_timeout,
                        max_uploads=settings.max_uploads, on_refused=count_refused, on_uploads=metrics.uploads.set)
+    app.add_middleware(AccessLog, enabled=settings.access_log)  # the outermost: it sees UploadLimits' refusals too
     return app
+
+
+async def warm_up(answerer: Answerer, batcher: Batcher) -> None:
+    """Answer :meth:`Answerer.warm_up_request` through ``batcher`` (its threads are the ones clients use).
+
+    Its seconds go to ``answerer.load_seconds["warm_up"]``. A failure is one warning line: the server
+    still starts, and its first requests pay for the set-up the warm-up would have done.
+    """
+    start = time.perf_counter()
+    try:
+        result = await batcher.submit(answerer.warm_up_request())
+    except Exception as error:  # noqa: BLE001  (reported; a real request will show the same error)
+        result = error
+    answerer.load_seconds["warm_up"] = time.perf_counter() - start
+    if not isinstance(result, AskResult):
+        print(f"neckkit serve: the warm-up request failed ({describe_error(result)}); the first requests will be "
+              "slower", file=sys.stderr, flush=True)
