@@ -161,7 +161,10 @@ def test_a_nk_among_images_is_reported_and_the_images_are_still_compressed(
 def test_elic_without_weights_names_the_flags_not_the_factory_options(runner: CliRunner, host: PluginHost, tmp_path: Path) -> None:
     result = invoke(runner, host, "compress", str(sample_images()[0]), "--codec", "elic", "-o", str(tmp_path / "x.nk"))
     assert result.exit_code == 1
-    assert result.stderr.startswith("Error: ELIC needs weights: CompressAI publishes none; pass --codec-weights FILE ")
+    assert result.stderr.startswith(
+        "Error: codec 'elic' (plugin 'neckkit.plugins.codecs'): needs weights: CompressAI publishes none; "
+        "pass --codec-weights FILE "
+    )
     assert result.stderr.endswith("or --tiny / --random-init for random weights\n")
     assert "=" not in result.stderr and "random_init" not in result.stderr
 

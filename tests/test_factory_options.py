@@ -193,6 +193,18 @@ def test_a_factory_raising_is_one_line_naming_component_and_plugin() -> None:
     assert str(caught.value) == "needs weights"  # the plugin's own one-line errors pass unchanged
 
 
+def test_weights_required_refuses_no_weight_source_before_the_factory_is_imported() -> None:
+    from neckkit.host.factories import lazy_factory
+
+    needy = toy(lazy_factory("no_such_module_anywhere:build"), weights_required="needs weights: pass weights=<file>")
+    with pytest.raises(NeckkitError) as caught:
+        needy.build()  # an import would fail with ModuleNotFoundError: the refusal comes first
+    assert str(caught.value) == f"{LABEL}: needs weights: pass weights=<file>"
+    for given in ({"weights": "w.pth"}, {"tiny": True}, {"random_init": True}, {"quality": 3}):
+        with pytest.raises(NeckkitError, match="failed to build: ModuleNotFoundError"):
+            needy.build(**given)  # a weight source: the factory is reached
+
+
 # -- rebuilding with weights ---------------------------------------------------------------------------
 
 

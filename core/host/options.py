@@ -14,6 +14,8 @@ Rules (:data:`RULES` states them as text, for docs and ``neckkit list-plugins``)
 - ``tiny`` + ``quality``: refused (every quality would be the same random model);
 - ``quality`` not among the registered ``qualities`` (when some are registered): refused;
 - ``seed`` without ``tiny`` or ``random_init``: refused;
+- no weight source (``weights``, ``quality``, ``tiny``, ``random_init``) for a component that registered
+  ``weights_required``: refused with its text, before the factory is imported;
 - an option the component did not declare: refused, listing what it accepts (``tiny`` is declared by
   ``tiny=True``, ``seed`` is always accepted). Options declared by a pydantic model are validated and
   converted; only the options given reach the factory.
@@ -96,6 +98,7 @@ RULES: tuple[str, ...] = (
     "tiny and quality exclude each other (every quality would be the same random model)",
     "quality must be one of the registered qualities, when the component registers some",
     "seed needs tiny or random_init",
+    "a component that registered weights_required needs one of weights, quality, tiny or random_init",
     "an option the component did not declare is refused (tiny is declared by tiny=True; seed is always accepted)",
     "every declared option must be a keyword parameter of the factory (checked at registration; a lazy_factory's "
     "target at its first build)",
@@ -166,6 +169,10 @@ def _check_combinations(component: Component, options: Mapping[str, Any]) -> Non
         raise _refuse(component, f"no quality {options['quality']!r} (qualities with known weights: {known})")
     if seed and not (tiny or random_init):
         raise _refuse(component, "seed seeds a random init: pass it with --tiny or --random-init")
+    if info.weights_required and not any(_given(options, name) for name in WEIGHT_CHOICES):
+        error = _refuse(component, info.weights_required)
+        error.component = component  # the text names options (weights=<file>): the CLI shows its flags
+        raise error
 
 
 def check_options(component: Component, options: Mapping[str, Any]) -> tuple[dict[str, Any], int]:

@@ -101,6 +101,13 @@ class ComponentInfo(BaseModel):
         "weights, random_init, quality (declare them when supported); tiny is declared by tiny=True and seed is "
         "handled by the core. Any other option given is refused, listing these.",
     )
+    weights_required: str | None = Field(
+        None,
+        description="When set, options that choose no weights (none of weights, quality, tiny, random_init) are "
+        "refused before the factory is even imported, with this text as the reason, e.g. \"needs weights: pass "
+        "weights=<file>, or tiny=True\" (name options as name=value: the CLI shows them as its flags). For "
+        "components with no default weights, so that the mistake costs no model import.",
+    )
     scenarios: tuple[Scenario, ...] | None = Field(
         None,
         description="Codecs only: the training scenarios the codec supports, e.g. ('d1', 'd2', 'd3'); `neckkit train` "

@@ -34,6 +34,8 @@ def register_codecs(register: RegisterCallback) -> None:
         description="ELIC (He et al. 2022), CompressAI's Elic2022Chandelier as in the paper; N=192, M=320",
         tiny=True,
         tiny_weights=True,  # weights=<file> with tiny=True: a tiny ELIC trained elsewhere
+        weights_required="needs weights: CompressAI publishes none; pass weights=<file> (e.g. the paper's released "
+        "checkpoint), or tiny=True / random_init=True for random weights",
         scenarios=SCENARIOS,
         options={
             "weights": WEIGHTS_HELP + "; the paper's released d1/d2/d3 files are read too",
@@ -48,6 +50,9 @@ def register_codecs(register: RegisterCallback) -> None:
         description="TIC hyperprior (Lu et al. 2022, TransTIC's TIC_hp): Swin stages, N=128, M=192",
         tiny=True,
         qualities=(1, 2, 3, 4),
+        weights_required="needs weights: pass a TransTIC base_codec_<q>.pth.tar file (release v1.0 of "
+        "NYCU-MAPL/TransTIC) as weights=<file>, or tiny=True (tiny random model) or random_init=True (real size, "
+        "random weights)",
         scenarios=SCENARIOS,
         options={
             "weights": "TransTIC base_codec_<q>.pth.tar or another TIC_hp state dict file",
