@@ -92,6 +92,8 @@ def test_a_quality_not_cached_offline_is_one_line(
 
     monkeypatch.setattr(urllib.request, "urlopen", unreachable)
     monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    for switch in ("HF_HUB_OFFLINE", "NECKKIT_OFFLINE"):  # online, but the network is down
+        monkeypatch.delenv(switch, raising=False)
     with pytest.raises(api.NeckkitError) as caught:
         mbt_host.components("codec").get("mbt2018").build(quality=3)
     assert str(caught.value) == (

@@ -97,10 +97,13 @@ def _resized(nk: NkFile, rows: int, cols: int, *, zero_padding: bool = False) ->
     elif len(shape) >= 2:
         valid_h, valid_w = _padded(nk)
         shape[-2:] = [shape[-2] * height // valid_h, shape[-1] * width // valid_w]
-    left, right, top, bottom = (0, 0, 0, 0) if zero_padding else nk.padding
+    left, right, top, bottom = nk.padding
+    if zero_padding or top + bottom >= height or left + right >= width:  # an earlier kind's huge padding
+        left, right, top, bottom = 0, 0, 0, 0
     return _with(
         nk,
-        original_size=(height - top - bottom, width - left - right),
+        # within the container's limits whatever kinds came before (a huge padding makes a huge unit)
+        original_size=(min(height - top - bottom, MAX_SIDE), min(width - left - right, MAX_SIDE)),
         padding=(left, right, top, bottom),
         shape=tuple(min(dim, MAX_SHAPE_VALUE) for dim in shape),
     )
@@ -202,8 +205,9 @@ def _larger_image(nk: NkFile, rng: random.Random, sides: Sequence[int] = _LARGE_
     """A larger declared image with a consistent shape (1024 .. 16384 pixels a side, or beyond)."""
     unit_h, unit_w = _unit(nk)
     height, width = _padded(nk)
-    rows = _units_for(rng.choice(sides), unit_h) if rng.random() < 0.8 else 2 * max(1, height // unit_h)
-    cols = _units_for(rng.choice(sides), unit_w) if rng.random() < 0.8 else 2 * max(1, width // unit_w)
+    # Doubling stays within the container's limit: a second kind applied after this one may double again.
+    rows = _units_for(rng.choice(sides) if rng.random() < 0.8 else 2 * height, unit_h)
+    cols = _units_for(rng.choice(sides) if rng.random() < 0.8 else 2 * width, unit_w)
     return _resized(nk, rows, cols, zero_padding=rng.random() < 0.5)
 
 
@@ -220,7 +224,7 @@ def _tiny_image(nk: NkFile, rng: random.Random) -> NkFile:
     if rng.random() < 0.3:  # only original_size shrinks: padding and shape no longer fit
         return _with(nk, original_size=(rng.randint(1, 3), rng.randint(1, 3)))
     unit_h, unit_w = _unit(nk)
-    size = (rng.randint(1, 3), rng.randint(1, 3))
+    size = (min(rng.randint(1, 3), unit_h), min(rng.randint(1, 3), unit_w))  # a unit may be 1 or 2 pixels
     resized = _resized(nk, 1, 1, zero_padding=True)
     extra_h, extra_w = unit_h - size[0], unit_w - size[1]
     padding = (extra_w // 2, extra_w - extra_w // 2, extra_h // 2, extra_h - extra_h // 2)  # as compute_padding
@@ -250,13 +254,13 @@ def _inconsistent_shape(nk: NkFile, rng: random.Random) -> NkFile:
     choice = rng.randrange(3)
     if choice == 0:
         index = rng.randrange(len(shape))
-        shape[index] = max(1, shape[index] + rng.choice((-2, -1, 1, 2)))
+        shape[index] = min(MAX_SHAPE_VALUE, max(1, shape[index] + rng.choice((-2, -1, 1, 2))))
     elif choice == 1 and len(shape) >= 2 and shape[-1] != shape[-2]:
         shape[-2], shape[-1] = shape[-1], shape[-2]
     else:
         shape = [rng.randint(1, 64) for _ in shape]
     if tuple(shape) == nk.shape:
-        shape[0] += 1
+        shape[0] += 1 if shape[0] < MAX_SHAPE_VALUE else -1
     return _with(nk, shape=shape)
 
 
@@ -276,7 +280,7 @@ def _padding_out_of_range(nk: NkFile, rng: random.Random) -> NkFile:
     padding[side] = rng.choice((64, 127, 128, 255, 4096, MAX_SIDE))
     height, width = _padded(nk)
     size = (height - padding[2] - padding[3], width - padding[0] - padding[1])
-    if min(size) < 1 or rng.random() < 0.3:
+    if min(size) < 1 or max(size) > MAX_SIDE or rng.random() < 0.3:
         size = nk.original_size
     return _with(nk, original_size=size, padding=padding)
 
@@ -285,9 +289,9 @@ def _padding_inconsistent(nk: NkFile, rng: random.Random) -> NkFile:
     """Padding that no longer reaches a multiple: one side off by one or a few pixels."""
     padding = list(nk.padding)
     side = rng.randrange(4)
-    padding[side] = max(0, padding[side] + rng.choice((-3, -1, 1, 3)))
+    padding[side] = min(MAX_SIDE, max(0, padding[side] + rng.choice((-3, -1, 1, 3))))
     if tuple(padding) == tuple(nk.padding):
-        padding[side] += 1
+        padding[side] += 1 if padding[side] < MAX_SIDE else -1
     return _with(nk, padding=padding)
 
 

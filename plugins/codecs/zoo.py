@@ -121,7 +121,7 @@ def _load_zoo_state(model: str, quality: int) -> tuple[dict[str, Tensor], str]:
         if reason is not None:
             raise NeckkitError(
                 f"CompressAI weights for {model} quality {quality} are not cached and neckkit downloads nothing "
-                f"now ({reason}): fetch {url} into {cached.parent}/ or pass weights=<file>"
+                f"now ({reason}): fetch {url} into {cached.parent}/ or pass --codec-weights FILE"
             )
         try:
             _download(url, cached)
