@@ -327,3 +327,37 @@ def test_cache_files_read_back_what_was_written_with_unwritten_rows_zero(tmp_pat
     assert array.shape == (5, 2, 3) and (tmp_path / "a.npy").stat().st_size == npy_bytes(np.dtype(np.float32), (5, 2, 3))
     assert np.array_equal(array[:2], np.arange(12, dtype=np.float32).reshape(2, 2, 3))
     assert np.array_equal(array[2], np.full((2, 3), 7)) and not array[3:].any()
+
+
+# -- kill -9 while --resume rewrites metrics.jsonl -------------------------------------------------------
+
+KILL_AT_METRICS_REWRITE = """
+import os, signal, sys
+from pathlib import Path
+
+real_replace = os.replace
+
+def replace(source, target, *args, **kwargs):
+    if Path(target).name == "metrics.jsonl":
+        os.kill(os.getpid(), signal.SIGKILL)  # the kept history is written aside, not yet renamed into place
+    return real_replace(source, target, *args, **kwargs)
+
+os.replace = replace
+from neckkit.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_kill_9_while_resume_rewrites_the_metrics_keeps_the_whole_history(runner, host, tmp_path: Path, cache: Path) -> None:
+    out = tmp_path / "run"
+    args = [*TRAIN, "--out", str(out), "--set", "log_every=1"]
+    assert invoke(runner, host, *args, "--max-steps", "12").exit_code == 0
+    before = (out / "metrics.jsonl").read_bytes()
+    assert [step for step, _ in train_losses(out)] == list(range(1, 13))
+    killed = subprocess.run([sys.executable, "-c", KILL_AT_METRICS_REWRITE, *args, "--max-steps", "16", "--resume"],
+                            cwd=tmp_path, env=child_env(cache), capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert (out / "metrics.jsonl").read_bytes() == before  # 12 steps stay 12 (in place, 18 lines once became 9)
+    resumed = invoke(runner, host, *args, "--max-steps", "16", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert [step for step, _ in train_losses(out)] == list(range(1, 17))
