@@ -10,10 +10,10 @@ from typing import Any
 import typer
 
 from neckkit.bitstream.decoding import MAX_DECODE_PIXELS  # noqa: F401  (imported from here before)
-from neckkit.cli.components import build_component
 from neckkit.cli.inputs import check_component, check_file, check_image_output, check_neck, check_nk_file
 from neckkit.cli.report import announce_placeholders, building, print_table, stage
 from neckkit.errors import UsageError
+from neckkit.host.options import build_recorded
 
 
 def check_geometry(nk: Any, codec: Any, source: str) -> None:
@@ -62,14 +62,9 @@ def decompress(
 
             name, codec, _ = neck_codec(ctx.obj.host, neck, nk.codec, weights)
         else:
-            # The header's options, the given weights replacing the random init they may name.
-            from neckkit.loading.downloads import building_from_record, record_options
-
-            # The header names the codec: its options never choose a path or a download.
-            source = f"{file}'s header"
-            with building_from_record(source):
-                options = record_options(nk.options, source)
-                name, codec = build_component(ctx.obj.host, "codec", nk.codec, options, weights=weights)
+            # The header names the codec: its options, never a path or a download; the given weights
+            # replace the random init they may name.
+            name, codec = build_recorded(ctx.obj.host, "codec", nk.codec, nk.options, f"{file}'s header", weights=weights)
         codec.eval()
         codec_fingerprint = stream_fingerprint(codec)
     check_codec(nk, name, codec_fingerprint, source=str(file))

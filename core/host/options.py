@@ -50,6 +50,7 @@ __all__ = [
     "accepted_options",
     "build",
     "build_component",
+    "build_recorded",
     "building",
     "check_component_options",
     "check_options",
@@ -288,3 +289,21 @@ def build_component(
     if weights is not None:
         options = with_weights(options, weights, tiny_weights=component.info.tiny_weights)
     return component.name, component.build(**options)
+
+
+def build_recorded(
+    host: PluginHost,
+    kind: ComponentKind,
+    name: str,
+    options: Mapping[str, Any],
+    source: str,
+    *,
+    weights: str | None = None,
+) -> tuple[str, Any]:
+    """:func:`build_component` for a component a file names (``source``: a ``.nk`` header, a neck's
+    ``meta.json``): its recorded options may not name a weights path, and nothing is downloaded for it
+    (:mod:`neckkit.loading.downloads`)."""
+    from neckkit.loading.downloads import building_from_record, record_options
+
+    with building_from_record(source):
+        return build_component(host, kind, name, record_options(options, source, kind), weights=weights)

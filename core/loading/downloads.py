@@ -62,11 +62,12 @@ def building_from_record(source: str) -> Iterator[None]:
         _RECORD.reset(token)
 
 
-def record_options(options: Mapping[str, Any], source: str, flag: str = "--codec-weights") -> dict[str, Any]:
-    """A file's recorded factory options, refused when they name a weights path (neckkit writes none)."""
+def record_options(options: Mapping[str, Any], source: str, kind: str = "codec") -> dict[str, Any]:
+    """A file's recorded factory options for a ``kind`` component, refused when they name a weights path
+    (neckkit writes none)."""
     if "weights" in options:
         raise NeckkitError(
             f"{source} names weights {str(options['weights'])[:80]!r}; a file never chooses what neckkit opens "
-            f"(neckkit records no paths): pass the weights with {flag}"
+            f"(neckkit records no paths): pass the weights with --{kind}-weights"
         )
     return dict(options)

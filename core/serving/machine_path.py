@@ -16,7 +16,7 @@ from torch import nn
 
 from neckkit.errors import NeckkitError
 from neckkit.host.manager import PluginHost
-from neckkit.host.options import build_component
+from neckkit.host.options import build_recorded
 from neckkit.interfaces import MLLM, Codec, VisualEncoder
 from neckkit.neck.checkpoint import Checkpoint, ComponentRef, restore_codec_state
 
@@ -59,15 +59,10 @@ def codec_for_checkpoint(host: PluginHost, checkpoint: Checkpoint, weights: str 
     """
     from neckkit.bitstream.container import codec_fingerprint
 
-    from neckkit.loading.downloads import building_from_record, record_options
-
     ref = checkpoint.meta.codec
     if weights is None:
         weights = carried_codec_weights(host, checkpoint)
-    source = f"{checkpoint.path}/meta.json"
-    with building_from_record(source):  # the file names the codec: nothing is downloaded for it
-        options = record_options(ref.options, source)
-        name, codec = build_component(host, "codec", ref.name, options, weights=weights)
+    name, codec = build_recorded(host, "codec", ref.name, ref.options, f"{checkpoint.path}/meta.json", weights=weights)
     restore_codec_state(codec, checkpoint)
     codec.eval()
     _check_fingerprint("codec", ref, codec_fingerprint(codec), checkpoint)
@@ -80,13 +75,8 @@ def encoder_for_checkpoint(
     """The encoder the neck was trained for, checked against the fingerprint in ``meta.json``."""
     from neckkit.loading.weights import fingerprint
 
-    from neckkit.loading.downloads import building_from_record, record_options
-
     ref = checkpoint.meta.encoder
-    source = f"{checkpoint.path}/meta.json"
-    with building_from_record(source):
-        options = record_options(ref.options, source, flag="--encoder-weights")
-        name, encoder = build_component(host, "encoder", ref.name, options, weights=weights)
+    name, encoder = build_recorded(host, "encoder", ref.name, ref.options, f"{checkpoint.path}/meta.json", weights=weights)
     encoder.eval()
     _check_fingerprint("encoder", ref, fingerprint(encoder), checkpoint)
     return name, encoder
