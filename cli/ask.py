@@ -41,6 +41,8 @@ def ask(
     num_beams: int = typer.Option(1, "--num-beams", help="Beam search width (1: greedy)."),
     do_sample: bool = typer.Option(False, "--sample", help="Sample instead of greedy decoding."),
     temperature: float | None = typer.Option(None, "--temperature", help="Sampling temperature."),
+    level: float | None = typer.Option(None, "--level", "-l", help="An image given here: compress it at this rate "
+                                       "level of the neck's variable-rate codec (a .nk file carries its own level)."),
     as_json: bool = typer.Option(False, "--json", help="Print answer, bpp and per-stage timings as JSON."),
 ) -> None:
     """Answer PROMPT about a .nk bitstream (entropy decoding, neck, encoder, MLLM; no image reconstruction)."""
@@ -55,6 +57,9 @@ def ask(
         if local_only:
             raise UsageError(f"{', '.join(local_only)}: local model options; with --server the server "
                              "answers with the models it loaded (drop them)")
+        if level is not None:
+            raise UsageError("--level: the server answers .nk bitstreams, which carry their own level "
+                             "(compress with neckkit compress --level)")
         if uncompressed:
             raise UsageError("--uncompressed is not served: the server answers from bitstreams (drop --server "
                              "to run the baseline here)")
@@ -68,6 +73,9 @@ def ask(
     options = component_options(mllm_opt, weights=mllm_weights, tiny=tiny)
     # Names and paths first: a mistake is reported before torch or a model loads.
     check_source(source)
+    if level is not None and (uncompressed or source.suffix.lower() == ".nk"):
+        raise UsageError("--level is for an image compressed here: " + (
+            "the uncompressed baseline codes nothing" if uncompressed else f"{source} carries its own level"))
     check_neck(neck)
     check_component(ctx.obj.host, "mllm", mllm, options)
     check_file(codec_weights, "--codec-weights")
@@ -84,7 +92,7 @@ def ask(
                                  machine_path=not uncompressed, decode_threads=1)
     announce_placeholders()
     with answerer, stage(f"answering {len(prompt)} prompt{'s' if len(prompt) > 1 else ''} about {source}", show):
-        result = answerer.answer(AskRequest(source, prompt, generation, uncompressed=uncompressed))
+        result = answerer.answer(AskRequest(source, prompt, generation, uncompressed=uncompressed, level=level))
     result = replace(result, seconds={**answerer.load_seconds, **result.seconds})
     _print_report(result.as_dict(), prompt, as_json)
 
@@ -105,7 +113,8 @@ def _print_report(report: dict[str, Any], prompt: list[str], as_json: bool) -> N
     for question, answer in zip(prompt * (len(answers) // len(prompt) or 1), answers, strict=False):
         typer.echo(f"Q: {question}\nA: {answer}")
     if report.get("bpp") is not None:
-        typer.echo(f"({report['bpp']:.4f} bpp; no image was reconstructed)")
+        at = f" at level {report['level']:g}" if report.get("level") is not None else ""
+        typer.echo(f"({report['bpp']:.4f} bpp{at}; no image was reconstructed)")
 
 
 # -- the client side of `neckkit serve` ---------------------------------------------------------------

@@ -61,27 +61,41 @@ def neck_codec(host: Any, neck: Path, codec: str | None, weights: str | None) ->
     return name, model, dict(checkpoint.meta.codec.options)
 
 
-def compress_one(codec: Any, name: str, options: dict[str, Any], fingerprint: str, image: Path, target: Path) -> dict[str, Any]:
-    """Compress one image into ``target`` and measure its rates."""
+def check_level(codec: Any, name: str, level: float | None) -> None:
+    """Refuse, before any image is read, a ``--level`` the codec cannot code at (one line)."""
+    from neckkit.interfaces.codec import is_variable_rate
+
+    if level is None:
+        return
+    if not is_variable_rate(codec):
+        raise UsageError(f"--level {level:g}: codec {name!r} is fixed-rate and has no rate levels "
+                         "(variable-rate codecs: neckkit list-plugins codecs)")
+    codec.check_level(level)
+
+
+def compress_one(codec: Any, name: str, options: dict[str, Any], fingerprint: str, image: Path, target: Path,
+                 level: float | None = None) -> dict[str, Any]:
+    """Compress one image into ``target`` at rate ``level`` (variable-rate codecs) and measure its rates."""
     import torch
 
     from neckkit.bitstream.container import NkFile, bpp, write_nk
     from neckkit.bitstream.images import load_image
     from neckkit.bitstream.padding import pad_to_multiple
     from neckkit.interfaces import estimated_bits
-    from neckkit.interfaces.codec import compress_with_analysis
+    from neckkit.interfaces.codec import at_level, compress_with_analysis
 
     x = load_image(image)  # [1, 3, H, W]
     height, width = x.shape[-2:]
     padded, padding = pad_to_multiple(x, codec.pad_multiple)
-    with torch.no_grad():
+    with torch.no_grad(), at_level(codec, level) as used:
         start = time.perf_counter()
         analysis = codec.analyze(padded)  # once: its likelihoods give the estimated rate, its latents the bytes
         payload = compress_with_analysis(codec, padded, analysis)
         encode_seconds = time.perf_counter() - start
         estimated = float(estimated_bits(analysis.likelihoods))
     nk = NkFile.from_payload(
-        payload, codec=name, fingerprint=fingerprint, original_size=(height, width), padding=padding, options=options
+        payload, codec=name, fingerprint=fingerprint, original_size=(height, width), padding=padding, options=options,
+        level=used,
     )
     target.parent.mkdir(parents=True, exist_ok=True)
     write_nk(target, nk)
@@ -91,6 +105,7 @@ def compress_one(codec: Any, name: str, options: dict[str, Any], fingerprint: st
         "output": str(target),
         "height": height,
         "width": width,
+        "level": used,
         "file_bytes": rates.file_bytes,
         "payload_bytes": rates.payload_bytes,
         "file_bpp": rates.file_bpp,
@@ -111,6 +126,10 @@ def compress(
     random_init: bool = typer.Option(False, "--random-init", help="Real-size codec with random weights."),
     codec_opt: list[str] | None = typer.Option(None, "--codec-opt", help="Other codec option, name=value."),
     neck: Path | None = typer.Option(None, "--neck", help="Use the codec of this neck checkpoint (d2/d3 train it)."),
+    level: float | None = typer.Option(
+        None, "--level", "-l", help="Rate level of a variable-rate codec: 0 (fewest bits) to its top level "
+        "(the default); a fraction between two levels where the codec allows it. The .nk file records it."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Compress images into .nk bitstreams; prints real (file), payload and estimated bits per pixel."""
@@ -144,13 +163,14 @@ def compress(
             name, model = build_component(ctx.obj.host, "codec", codec, options)
             stored = stored_options(options)
         model.eval()
+        check_level(model, name, level)
         fingerprint = stream_fingerprint(model)
     results = []
     todo = [(path, targets[path]) for path in paths]
     for image, target in progress(todo, "compressing", enabled=len(todo) > 1 and show):
         try:
             with stage(f"compressing {image}", len(todo) == 1 and show):
-                result = compress_one(model, name, stored, fingerprint, image, target)
+                result = compress_one(model, name, stored, fingerprint, image, target, level)
             results.append(result)
         except NeckkitError as error:
             message = str(error) if str(image) in str(error) else f"{image}: {error}"
@@ -158,14 +178,17 @@ def compress(
             typer.echo(f"Error: {message}", err=True)
     if not failed:  # a run with errors keeps stderr to its error lines
         announce_placeholders()
+    levels = any(r["level"] is not None for r in results)
     if as_json:
         typer.echo(json.dumps({"codec": name, "fingerprint": fingerprint, "images": results, "failed": failed}, indent=2))
     else:
         print_table(
-            ["image", "output", "size", "file bpp", "payload bpp", "estimated bpp", "encode s"],
+            ["image", "output", "size"] + (["level"] if levels else [])
+            + ["file bpp", "payload bpp", "estimated bpp", "encode s"],
             [
-                [r["image"], r["output"], f"{r['width']}x{r['height']}", f"{r['file_bpp']:.4f}",
-                 f"{r['payload_bpp']:.4f}", f"{r['estimated_bpp']:.4f}", f"{r['encode_seconds']:.3f}"]
+                [r["image"], r["output"], f"{r['width']}x{r['height']}"] + ([f"{r['level']:g}"] if levels else [])
+                + [f"{r['file_bpp']:.4f}", f"{r['payload_bpp']:.4f}", f"{r['estimated_bpp']:.4f}",
+                   f"{r['encode_seconds']:.3f}"]
                 for r in results
             ],
         )

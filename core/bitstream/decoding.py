@@ -110,6 +110,28 @@ def min_bits_per_value(codec: Codec) -> float | None:
     return best
 
 
+def file_level(nk: NkFile, codec: Codec, *, source: str | None = None) -> int | float | None:
+    """The rate level ``codec`` decodes ``nk`` at, or one NeckkitError line when the two disagree.
+
+    A variable-rate codec needs the file's ``level`` (one of its levels, or a fraction between two where
+    it allows that); a fixed-rate codec's file has none.
+    """
+    from neckkit.interfaces.codec import VariableRateCodec
+
+    prefix = _prefix(source)
+    name = getattr(codec, "name", type(codec).__name__)
+    if not isinstance(codec, VariableRateCodec):
+        if nk.level is not None:
+            raise NeckkitError(f"{prefix}the file names rate level {nk.level:g}, but {name} is a fixed-rate codec")
+        return None
+    if nk.level is None:
+        raise NeckkitError(f"{prefix}the file names no rate level, which variable-rate codec {name} needs")
+    try:
+        return codec.check_level(nk.level)
+    except NeckkitError as error:
+        raise NeckkitError(f"{prefix}{error}") from None
+
+
 def decode_latent(codec: Codec, nk: NkFile, *, source: str | None = None,
                   max_pixels: int = MAX_DECODE_PIXELS) -> Tensor:
     """``y_hat`` [1, C, h, w] of ``nk`` decoded by ``codec``; every problem is one NeckkitError line.
@@ -122,11 +144,14 @@ def decode_latent(codec: Codec, nk: NkFile, *, source: str | None = None,
 
     from neckkit.bitstream.rans import bound_entropy_decoding
 
+    from neckkit.interfaces.codec import at_level
+
     prefix = _prefix(source)
     check_plausible(nk, codec, source=source, max_pixels=max_pixels)
+    level = file_level(nk, codec, source=source)
     bound_entropy_decoding(codec)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), at_level(codec, level):
             y_hat = codec.decompress_latent(nk.to_payload())
     except NeckkitError as error:
         message = str(error)

@@ -309,7 +309,11 @@ def _decode_y(model: Any, nk: NkFile, decoder: Decoder) -> Any:
 
     with torch.no_grad():
         if decoder == "unchecked":
-            return model.decompress_latent(nk.to_payload())
+            from neckkit.interfaces.codec import at_level, is_variable_rate
+
+            level = nk.level if is_variable_rate(model) else None  # the codec's own check of the level
+            with at_level(model, level):
+                return model.decompress_latent(nk.to_payload())
         from neckkit.bitstream.decoding import decode_latent
 
         return decode_latent(model, nk, source=SOURCE)
@@ -321,16 +325,17 @@ def _encode(codecs: _Codecs, decoder: Decoder, codec: str, options: dict[str, An
     from neckkit.bitstream.images import load_image
     from neckkit.bitstream.nk_format import encode_nk
     from neckkit.bitstream.padding import pad_to_multiple
+    from neckkit.interfaces.codec import at_level
 
     name, model, fingerprint = codecs.get(codec, options)
     stored = {key: value for key, value in options.items() if key != "weights"}  # as neckkit compress: no paths
     x = load_image(image)  # [1, 3, H, W]
     padded, padding = pad_to_multiple(x, model.pad_multiple)
-    with torch.no_grad():
+    with torch.no_grad(), at_level(model, None) as level:  # a variable-rate codec: its default level
         payload = model.compress(padded)
         y_analysis = model.analyze(padded).y_hat
     nk = NkFile.from_payload(payload, codec=name, fingerprint=fingerprint, original_size=tuple(x.shape[-2:]),
-                             padding=padding, options=stored)
+                             padding=padding, options=stored, level=level)
     data = encode_nk(nk)
     y_hat = _decode_y(model, decode_nk(data), decoder)
     return {"status": "encoded", "data": data, "shape": list(y_hat.shape), "digest": _digest(y_hat),

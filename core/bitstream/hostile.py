@@ -23,12 +23,20 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from neckkit.bitstream.nk_format import MAX_SHAPE_DIMS, MAX_SHAPE_VALUE, MAX_SIDE, MAX_STREAMS, NkFile, encode_nk
+from neckkit.bitstream.nk_format import (
+    MAX_LEVEL,
+    MAX_SHAPE_DIMS,
+    MAX_SHAPE_VALUE,
+    MAX_SIDE,
+    MAX_STREAMS,
+    NkFile,
+    encode_nk,
+)
 
 if TYPE_CHECKING:
     from hypothesis.strategies import SearchStrategy
 
-__all__ = ["GEOMETRY_KINDS", "KINDS", "STREAM_KINDS", "craft", "crafted_files", "hostile_files"]
+__all__ = ["GEOMETRY_KINDS", "KINDS", "LEVEL_KINDS", "STREAM_KINDS", "craft", "crafted_files", "hostile_files"]
 
 Mutation = Callable[[NkFile, random.Random], NkFile]
 _LENGTHS = (1, 2, 3, 4, 5, 7, 8, 9, 16, 64, 256, 1024, 4096)  # random-stream lengths around rANS word sizes
@@ -347,7 +355,23 @@ IDENTITY_KINDS: dict[str, Mutation] = {
     "codec-changed": _codec_changed,
 }
 
-KINDS: dict[str, Mutation] = {**STREAM_KINDS, **GEOMETRY_KINDS, **IDENTITY_KINDS}
+# --------------------------------------------------------------------------------------- level kinds
+
+# Levels a file may claim: trained ones, a fraction, and ones no codec has (all inside the format's 0..65535).
+_CLAIMED_LEVELS = (0, 1, 2.5, 7, 8, 255, 9999, MAX_LEVEL)
+
+
+def _level_changed(nk: NkFile, rng: random.Random) -> NkFile:
+    """Another rate level, claimed by any file (a fixed-rate codec's file gains one)."""
+    return _with(nk, level=rng.choice([level for level in _CLAIMED_LEVELS if level != nk.level]))
+
+
+LEVEL_KINDS: dict[str, Mutation] = {
+    "level-changed": _level_changed,
+    "level-dropped": lambda nk, rng: _with(nk, level=None),
+}
+
+KINDS: dict[str, Mutation] = {**STREAM_KINDS, **GEOMETRY_KINDS, **IDENTITY_KINDS, **LEVEL_KINDS}
 
 
 # --------------------------------------------------------------------------------------- public API

@@ -32,6 +32,14 @@ The header is one JSON object with exactly these keys (written compact, keys sor
     padding        [int, int, int, int]  left, right, top, bottom pixels added (0 .. 1048576)
     shape          [int, ...]            LatentPayload.shape (0 .. 8 ints, each 0 .. 2**31-1)
 
+and, only in files of a variable-rate codec (:class:`~neckkit.interfaces.codec.VariableRateCodec`), one more::
+
+    level          number  the rate level the streams were coded at (0 .. 65535; an integer for a trained
+                           level, a fraction between two trained levels where the codec allows it)
+
+A file without ``level`` is a fixed-rate codec's; files written before the key existed read unchanged,
+and a fixed-rate codec's files are byte-identical to what earlier versions wrote.
+
 Payload bytes are the sum of the stream lengths; file bytes are the whole file. Reading checks,
 in order: not empty, the magic, the version, every length against the bytes that remain (before
 slicing anything: "truncated"), the header length (1 .. 65536) and stream count (0 .. 64) against
@@ -45,6 +53,7 @@ This module imports torch only inside :meth:`NkFile.to_payload`.
 from __future__ import annotations
 
 import json
+import numbers
 import operator
 import re
 import struct
@@ -64,6 +73,7 @@ __all__ = [
     "MAGIC",
     "MAX_FILE_BYTES",
     "MAX_HEADER_BYTES",
+    "MAX_LEVEL",
     "MAX_OPTION_DEPTH",
     "MAX_OPTION_INT",
     "MAX_SHAPE_DIMS",
@@ -88,11 +98,13 @@ MAX_SHAPE_DIMS = 8
 MAX_SHAPE_VALUE = (1 << 31) - 1
 MAX_OPTION_DEPTH = 8
 MAX_OPTION_INT = 1 << 63
+MAX_LEVEL = (1 << 16) - 1
 
 _PREFIX = struct.Struct("<8sHI")  # magic, version, header length
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _HEADER_KEYS = frozenset({"codec", "fingerprint", "options", "original_size", "padding", "shape"})
+_OPTIONAL_KEYS = frozenset({"level"})
 # Same rule as neckkit.host.registry.NAME_PATTERN (not imported: that module pulls in pydantic).
 _NAME_PATTERN = re.compile(r"^[a-z0-9]+(?:[-.][a-z0-9]+)*$")
 _MAX_NAME_CHARS = 128
@@ -154,6 +166,18 @@ def _json_value(value: Any, where: str, depth: int) -> Any:
     raise NeckkitError(f"{where} is a {type(value).__name__}; options must be JSON values")
 
 
+def _level(value: Any) -> int | float | None:
+    """A validated rate level: None, or a finite real number in 0..MAX_LEVEL (an int when it is whole)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise NeckkitError(f"level must be a number in 0..{MAX_LEVEL}, got {_short(value)}")
+    number = float(value)
+    if not 0 <= number <= MAX_LEVEL:  # also False for NaN
+        raise NeckkitError(f"level must be a number in 0..{MAX_LEVEL}, got {_short(value)}")
+    return int(number) if number.is_integer() else number
+
+
 def _options(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise NeckkitError(f"options must be a JSON object (dict), got {_short(value)}")
@@ -175,6 +199,7 @@ class NkFile:
     shape: tuple[int, ...]  # LatentPayload.shape
     streams: tuple[bytes, ...]  # one entropy-coded byte string per stream, for this one image
     options: dict[str, Any] = field(default_factory=dict, hash=False)
+    level: int | float | None = None  # the rate level of a variable-rate codec's file; None: fixed-rate
 
     def __post_init__(self) -> None:
         codec = self.codec
@@ -202,6 +227,7 @@ class NkFile:
                 raise NeckkitError(f"stream {index} has {len(stream)} bytes; at most {MAX_STREAM_BYTES} fit")
             streams.append(stream)
         options = _options(self.options)
+        object.__setattr__(self, "level", _level(self.level))
         object.__setattr__(self, "original_size", size)
         object.__setattr__(self, "padding", Padding(*padding))
         object.__setattr__(self, "shape", shape)
@@ -220,6 +246,8 @@ class NkFile:
             "padding": list(self.padding),
             "shape": list(self.shape),
         }
+        if self.level is not None:
+            header["level"] = self.level
         return json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode(
             "ascii"
         )
@@ -234,6 +262,7 @@ class NkFile:
         original_size: tuple[int, int],
         padding: Sequence[int],
         options: Mapping[str, Any] | None = None,
+        level: float | None = None,
     ) -> NkFile:
         """The file for a :class:`~neckkit.interfaces.codec.LatentPayload` of exactly one image."""
         strings = payload.strings
@@ -250,6 +279,7 @@ class NkFile:
             shape=tuple(payload.shape),
             streams=tuple(stream[0] for stream in strings),
             options=dict(options or {}),
+            level=level,
         )
 
     def to_payload(self) -> LatentPayload:
@@ -339,7 +369,8 @@ def _parse_header(raw: bytes, fail: Callable[[str], NoReturn]) -> dict[str, Any]
         fail(f"header not valid: {problem}")
     if not isinstance(header, dict):
         fail(f"header not valid: expected a JSON object, got {type(header).__name__}")
-    missing, unknown = sorted(_HEADER_KEYS - header.keys()), sorted(header.keys() - _HEADER_KEYS)
+    missing = sorted(_HEADER_KEYS - header.keys())
+    unknown = sorted(header.keys() - _HEADER_KEYS - _OPTIONAL_KEYS)
     if missing or unknown:
         problems = ([f"missing {', '.join(missing)}"] if missing else []) + (
             [f"unknown {', '.join(_short(key, 30) for key in unknown[:3])}"] if unknown else []
@@ -396,6 +427,7 @@ def decode_nk(data: bytes | bytearray | memoryview, source: str | None = None) -
             shape=header["shape"],
             streams=tuple(data[start : start + size] for start, size in spans),
             options=header["options"],
+            level=header.get("level"),
         )
     except NeckkitError as error:
         problem = str(error)

@@ -48,6 +48,7 @@ class RatePoint:
     neck: TransformNeck | None = None
     entry_layer: int | None = None
     info: dict[str, Any] = field(default_factory=dict)  # scenario, rate_lambda, quality, checkpoint
+    level: float | None = None  # a variable-rate codec's rate level (recorded in the .nk header)
     fingerprint: str = field(init=False)  # of the codec's weights, written into every .nk header
 
     def __post_init__(self) -> None:
@@ -89,6 +90,13 @@ def zero_shot_hits(embedding: Tensor, classifier: Tensor, label: int) -> tuple[f
     ranked = logits[0].argsort(descending=True)
     top5 = float(label in ranked[:5].tolist()) if classifier.shape[1] > 5 else None
     return float(ranked[0].item() == label), top5
+
+
+def neck_tokens(neck: TransformNeck, y_hat: Tensor, level: float | None) -> Tensor:
+    """The neck's tokens for a batch coded at ``level`` (given to the neck only for a variable-rate codec)."""
+    if level is None:
+        return neck(y_hat)
+    return neck(y_hat, level=torch.full((y_hat.shape[0],), float(level), device=y_hat.device))
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -185,7 +193,8 @@ class Evaluator:
         """Points that code with one codec object and one header (coded once per batch), in order."""
         groups: dict[tuple[Any, ...], list[RatePoint]] = {}
         for point in self.points:
-            key = (id(point.codec), point.codec_name, point.fingerprint, repr(sorted(point.codec_options.items())))
+            key = (id(point.codec), point.codec_name, point.fingerprint, repr(sorted(point.codec_options.items())),
+                   point.level)
             groups.setdefault(key, []).append(point)
         return list(groups.values())
 
@@ -205,24 +214,27 @@ class Evaluator:
         from neckkit.bitstream.container import NkFile, bpp, decode_nk, encode_nk
         from neckkit.bitstream.padding import crop_padding, pad_to_multiple
         from neckkit.evaluation.image_quality import ms_ssim, psnr
-        from neckkit.interfaces.codec import LatentPayload, compress_with_analysis
+        from neckkit.interfaces.codec import LatentPayload, at_level, compress_with_analysis
         from neckkit.training.neck_path import bits_per_item
 
         first, codec = group[0], group[0].codec
         padded, padding = pad_to_multiple(images, codec.pad_multiple)
-        analysis = codec.analyze(padded)  # once: its likelihoods give estimated_bpp, its latents are coded
-        payload = compress_with_analysis(codec, padded, analysis)
+        with at_level(codec, first.level) as level:
+            analysis = codec.analyze(padded)  # once: its likelihoods give estimated_bpp, its latents are coded
+            payload = compress_with_analysis(codec, padded, analysis)
         estimated = bits_per_item(analysis.likelihoods)  # [B]
         files = []
         for i, key in enumerate(keys):
             item = LatentPayload(strings=[[stream[i]] for stream in payload.strings], shape=payload.shape)
             nk = NkFile.from_payload(item, codec=first.codec_name, fingerprint=first.fingerprint,
-                                     original_size=tuple(images.shape[-2:]), padding=padding, options=first.codec_options)
+                                     original_size=tuple(images.shape[-2:]), padding=padding,
+                                     options=first.codec_options, level=level)
             files.append(decode_nk(encode_nk(nk), source=f"{key} at {first.label}"))  # the bytes a device sends
         decoded = [nk.to_payload() for nk in files]
-        y_hat = codec.decompress_latent(LatentPayload(  # [B, C, h, w], from the files' own streams
-            strings=[[item.strings[s][0] for item in decoded] for s in range(len(decoded[0].strings))],
-            shape=decoded[0].shape)).to(self.device)
+        with at_level(codec, files[0].level):
+            y_hat = codec.decompress_latent(LatentPayload(  # [B, C, h, w], from the files' own streams
+                strings=[[item.strings[s][0] for item in decoded] for s in range(len(decoded[0].strings))],
+                shape=decoded[0].shape)).to(self.device)
         x_hat = crop_padding(codec.synthesize(y_hat), padding).clamp(0, 1)  # [B, 3, H, W]
         embeddings = self.encoder.encode(self.encoder.preprocess(x_hat))  # [B, D]
         shared, reconstruction = [], []
@@ -242,7 +254,7 @@ class Evaluator:
             records.extend({"image": record["image"], "point": point.label, **record} for record in reconstruction)
             if point.neck is None:
                 continue
-            tokens = point.neck(y_hat)  # [B, T, width] entering block entry_layer
+            tokens = neck_tokens(point.neck, y_hat, level)  # [B, T, width] entering block entry_layer
             embeddings = self.encoder.encode_from(tokens, point.entry_layer)  # [B, D]
             neck = [{"image": key, "point": point.label, **shared[i], "path": "neck",
                      **self._embedding_scores(key, embeddings[i : i + 1], reference[i : i + 1])} for i, key in enumerate(keys)]
@@ -313,6 +325,7 @@ class Evaluator:
         point = info.get(label)
         row["codec"] = point.codec_name if point else None
         row["codec_fingerprint"] = point.fingerprint if point else None  # one codec, one Reconstruction point
+        row["level"] = point.level if point else None
         row.update({name: point.info.get(name) if point else None
                     for name in ("scenario", "rate_lambda", "quality", "checkpoint")})
         for name in MEAN_FIELDS:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import abc
 import inspect
-from collections.abc import Mapping
+import math
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import NamedTuple
@@ -166,3 +169,81 @@ def compress_with_analysis(codec: Codec, x: Tensor, analysis: Analysis | None) -
     if analysis is not None and takes_analysis(codec):
         return codec.compress(x, analysis=analysis)
     return codec.compress(x)
+
+
+_LEVEL_LOCK = threading.RLock()  # at_level: one thread at a time moves any codec's level
+
+
+class VariableRateCodec(Codec):
+    """A codec with several rates in one model: level ``0`` (fewest bits) .. ``num_levels - 1`` (most).
+
+    Subclasses set :attr:`num_levels` (and :attr:`continuous_levels` when a level between two trained
+    ones is meaningful, e.g. by interpolating their gains) and read :attr:`level` in ``analyze``,
+    ``compress`` and ``decompress_latent``. Callers never assign it: they code inside
+    :func:`at_level`, which checks the level, sets it and puts the previous one back. A ``.nk`` file
+    of such a codec records its level (``NkFile.level``) and every decoder codes at that level.
+    """
+
+    num_levels: int
+    #: Whether a fractional level between two trained levels may be used (``--level 2.5``).
+    continuous_levels: bool = False
+    #: Optional names of the levels (e.g. the lambdas they were trained for), for listings.
+    level_names: tuple[str, ...] = ()
+
+    @property
+    def default_level(self) -> int:
+        """The level used when none is given: the highest (most bits, best quality)."""
+        return self.num_levels - 1
+
+    @property
+    def level(self) -> float:
+        """The level the codec codes at now (the default until :func:`at_level` sets one)."""
+        return self.__dict__.get("_level", self.default_level)
+
+    def check_level(self, level: float) -> int | float:
+        """``level`` as this codec takes it (an int when whole), or one NeckkitError line saying why not."""
+        name = getattr(self, "name", type(self).__name__)
+        top = self.num_levels - 1
+        if isinstance(level, bool) or not isinstance(level, (int, float)) or not math.isfinite(level):
+            raise NeckkitError(f"{name}: a rate level is a number in 0..{top}, got {level!r}")
+        if not 0 <= level <= top:
+            raise NeckkitError(f"{name} has rate levels 0..{top}; level {level:g} is outside them")
+        if float(level).is_integer():
+            return int(level)
+        if not self.continuous_levels:
+            raise NeckkitError(
+                f"{name} codes at its trained levels 0..{top} only; {level:g} is between two of them"
+            )
+        return float(level)
+
+
+def is_variable_rate(codec: object) -> bool:
+    """Whether ``codec`` has rate levels (a :class:`VariableRateCodec`)."""
+    return isinstance(codec, VariableRateCodec)
+
+
+@contextmanager
+def at_level(codec: Codec, level: float | None) -> Iterator[int | float | None]:
+    """Code with ``codec`` at rate ``level`` inside the block; yields the level used (None: fixed-rate).
+
+    ``level=None`` means the codec's :attr:`~VariableRateCodec.default_level` for a variable-rate
+    codec and nothing for a fixed-rate one; a level given to a fixed-rate codec is refused in one line.
+    The level is process state of the codec, so blocks on any codec are serialised by one lock.
+    """
+    if not isinstance(codec, VariableRateCodec):
+        if level is not None:
+            name = getattr(codec, "name", type(codec).__name__)
+            raise NeckkitError(f"{name} is a fixed-rate codec: it has no rate levels (got level {level:g})")
+        yield None
+        return
+    chosen = codec.default_level if level is None else codec.check_level(level)
+    with _LEVEL_LOCK:
+        before = codec.__dict__.get("_level")
+        codec.__dict__["_level"] = chosen
+        try:
+            yield chosen
+        finally:
+            if before is None:
+                codec.__dict__.pop("_level", None)
+            else:
+                codec.__dict__["_level"] = before

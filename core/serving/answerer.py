@@ -42,7 +42,7 @@ from neckkit.bitstream.padding import pad_to_multiple
 from neckkit.errors import NeckkitError, describe_error
 from neckkit.host.manager import PluginHost
 from neckkit.host.options import build_component
-from neckkit.interfaces import MLLM, Codec
+from neckkit.interfaces import MLLM, Codec, at_level
 from neckkit.neck.checkpoint import Checkpoint, build_neck, load_checkpoint
 from neckkit.neck.transform import TransformNeck
 from neckkit.serving.decode_pool import DecodePool, DecodeStats, DecodeWorkers
@@ -301,12 +301,12 @@ class Answerer:
             check_codec(nk, self.codec_name or "", self.codec_fingerprint or "", source=shown)
         else:
             image = self._read_image(source, shown, watch)
-            with watch.stage("compress"):
+            with watch.stage("compress"), at_level(self.codec, request.level) as level:
                 padded, padding = pad_to_multiple(image, self.codec.pad_multiple)
                 payload = self.codec.compress(padded)
             nk = NkFile.from_payload(payload, codec=self.codec_name or "", fingerprint=self.codec_fingerprint or "",
                                      original_size=tuple(image.shape[-2:]), padding=padding,
-                                     options=self.checkpoint.meta.codec.options)
+                                     options=self.checkpoint.meta.codec.options, level=level)
             compressed_here = True
         with watch.stage("entropy_decode"):
             y_hat, worker_calls = self._decode(nk, shown)  # [1, C, h, w]
@@ -366,7 +366,7 @@ class Answerer:
             else:
                 assert self.neck is not None
                 y_hat = torch.cat([member.inputs for member in members]).to(self._device)  # [B, C, h, w]
-                tokens = self.neck(y_hat)  # [B, T, width] entering block entry_layer
+                tokens = self._neck_tokens(y_hat, [member.nk.level if member.nk else None for member in members])
                 neck_seconds = time.perf_counter() - start
                 tokens = tokens.repeat_interleave(repeats.to(tokens.device), dim=0)  # [sum of prompts, T, width]
                 answers = self.mllm.generate(tokens, prompts, start=self.entry_layer, **first.generation)
@@ -379,6 +379,14 @@ class Answerer:
                                         len(members)))
             offset += count
         return results
+
+    def _neck_tokens(self, y_hat: Tensor, levels: list[int | float | None]) -> Tensor:
+        """[B, T, width] entering block ``entry_layer``; each file's own level goes to the neck (one batch)."""
+        assert self.neck is not None
+        if all(level is None for level in levels):
+            return self.neck(y_hat)
+        level = torch.tensor([float(value) for value in levels], device=y_hat.device)  # [B]
+        return self.neck(y_hat, level=level)
 
     def _result(self, member: Prepared, answers: list[str], neck_seconds: float | None, mllm_seconds: float,
                 batch_size: int) -> AskResult:
@@ -393,5 +401,6 @@ class Answerer:
         if member.nk is not None:
             rates = bpp(member.nk)
             result.codec, result.bpp, result.payload_bpp = self.codec_name, rates.file_bpp, rates.payload_bpp
+            result.level = member.nk.level
             result.latent_shape, result.synthesis_calls = list(member.inputs.shape), member.synthesis_calls
         return result

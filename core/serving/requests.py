@@ -49,6 +49,7 @@ class AskRequest:
     generation: Mapping[str, Any] = field(default_factory=dict)
     uncompressed: bool = False
     name: str | None = None
+    level: float | None = None  # an image compressed here: the variable-rate codec's level (None: its default)
 
     def __post_init__(self) -> None:
         prompts = [self.prompts] if isinstance(self.prompts, str) else list(self.prompts)
@@ -78,7 +79,7 @@ class AskRequest:
 
 # What ``neckkit ask --json`` prints, in its order (:meth:`AskResult.as_dict`; the uncompressed
 # baseline leaves out the codec fields).
-REPORT_FIELDS = ("source", "mllm", "prompts", "path", "codec", "bpp", "payload_bpp", "latent_shape",
+REPORT_FIELDS = ("source", "mllm", "prompts", "path", "codec", "level", "bpp", "payload_bpp", "latent_shape",
                  "synthesis_calls", "answers", "answer", "seconds")
 
 
@@ -98,6 +99,7 @@ class AskResult:
     answers: list[str]
     seconds: dict[str, float]
     codec: str | None = None
+    level: int | float | None = None  # the file's rate level (variable-rate codecs)
     bpp: float | None = None
     payload_bpp: float | None = None
     latent_shape: list[int] | None = None
@@ -116,7 +118,10 @@ class AskResult:
         if self.path == "uncompressed":
             report.update(path=self.path, bpp=None)
         else:
-            report.update(path=self.path, codec=self.codec, bpp=self.bpp, payload_bpp=self.payload_bpp,
+            report.update(path=self.path, codec=self.codec)
+            if self.level is not None:
+                report["level"] = self.level
+            report.update(bpp=self.bpp, payload_bpp=self.payload_bpp,
                           latent_shape=self.latent_shape, synthesis_calls=self.synthesis_calls)
         report["answers"] = list(self.answers)
         report["answer"] = self.answer
