@@ -69,8 +69,11 @@ def check_level(codec: Any, name: str, level: float | None) -> None:
         return
     if not is_variable_rate(codec):
         raise UsageError(f"--level {level:g}: codec {name!r} is fixed-rate and has no rate levels "
-                         "(variable-rate codecs: neckkit list-plugins codecs)")
-    codec.check_level(level)
+                         "(the variable-rate codecs end in -vbr: neckkit list-plugins)")
+    try:
+        codec.check_level(level)
+    except NeckkitError as error:
+        raise UsageError(f"--level {level:g}: {error}") from None
 
 
 def compress_one(codec: Any, name: str, options: dict[str, Any], fingerprint: str, image: Path, target: Path,

@@ -39,7 +39,16 @@ if TYPE_CHECKING:
     from neckkit.bitstream.rans import BoundedRansDecoder
     from neckkit.host.factories import random_weights
     from neckkit.host.testing import host_for_tests
-    from neckkit.interfaces import MLLM, Analysis, Codec, LatentPayload, VisualEncoder, estimated_bits
+    from neckkit.interfaces import (
+        MLLM,
+        Analysis,
+        Codec,
+        LatentPayload,
+        VariableRateCodec,
+        VisualEncoder,
+        at_level,
+        estimated_bits,
+    )
     from neckkit.interfaces.preprocess import (
         OPENAI_MEAN,
         OPENAI_STD,

@@ -25,7 +25,7 @@ from neckkit.bitstream.hostile import GEOMETRY_KINDS, KINDS, STREAM_KINDS, craft
 from neckkit.bitstream.nk_format import NkFile, decode_nk, encode_nk
 from neckkit.samples import sample_images
 
-CODECS = ("tic", "elic", "bmshj2018-hyperprior", "mbt2018-mean", "cheng2020-anchor")
+CODECS = ("tic", "elic", "bmshj2018-hyperprior", "mbt2018-mean", "cheng2020-anchor", "mbt2018-mean-vbr", "elic-vbr")
 TINY = {"tiny": True}
 TIMEOUT = 30.0  # seconds per case; hostile cases decode (or fail) in milliseconds
 SEEDED_CASES = len(KINDS) + len(GEOMETRY_KINDS) * len(STREAM_KINDS)  # every kind and every pair, per codec

@@ -7,6 +7,7 @@ import struct
 import zlib
 
 import pytest
+import torch
 
 from neckkit.bitstream.nk_format import MAX_LEVEL, NkFile, decode_nk, encode_nk
 from neckkit.errors import NeckkitError
@@ -67,3 +68,113 @@ def test_other_unknown_keys_are_still_refused() -> None:
     data = _with_header(encode_nk(NkFile(**BASE)), {"levels": 3})
     with pytest.raises(NeckkitError, match=r"header not valid: unknown 'levels'$"):
         decode_nk(data)
+
+
+# --------------------------------------------------------------------------------------- through the CLI
+
+VBR = ["--codec", "mbt2018-mean-vbr", "--tiny"]
+
+
+@pytest.fixture(scope="module")
+def chelsea() -> str:
+    from neckkit.samples import sample_images
+
+    return str(sample_images()[1])
+
+
+def _compress(host, tmp_path, chelsea: str, *args: str):  # noqa: ANN001, ANN202
+    from typer.testing import CliRunner
+
+    from conftest import invoke
+
+    target = tmp_path / f"c{len(list(tmp_path.iterdir()))}.nk"
+    result = invoke(CliRunner(), host, "compress", chelsea, *args, "-o", str(target), "--json")
+    return result, target
+
+
+def test_compress_at_levels_records_the_level_and_codes_differently(host, tmp_path, chelsea) -> None:  # noqa: ANN001
+    from neckkit.bitstream.container import read_nk
+
+    sizes = {}
+    for level in ("0", "2.5", "7"):
+        result, target = _compress(host, tmp_path, chelsea, *VBR, "--level", level)
+        assert result.exit_code == 0, result.output
+        row = json.loads(result.stdout)["images"][0]
+        nk = read_nk(target)
+        assert nk.level == float(level) == row["level"]
+        sizes[level] = nk.payload_bytes
+    assert len(set(sizes.values())) > 1, sizes  # a random tiny codec: bytes differ, in no set order
+    result, target = _compress(host, tmp_path, chelsea, *VBR)  # no --level: the top level, recorded
+    assert result.exit_code == 0 and read_nk(target).level == 7
+
+
+def test_decompress_codes_at_the_files_level(host, tmp_path, chelsea) -> None:  # noqa: ANN001
+    from typer.testing import CliRunner
+
+    from conftest import invoke
+    from neckkit.bitstream.container import read_nk
+    from neckkit.bitstream.decoding import decode_latent
+    from neckkit.bitstream.images import load_image
+    from neckkit.bitstream.padding import pad_to_multiple
+    from neckkit.host.options import build_component
+    from neckkit.interfaces.codec import at_level
+
+    result, target = _compress(host, tmp_path, chelsea, *VBR, "--level", "2")
+    assert result.exit_code == 0, result.output
+    result = invoke(CliRunner(), host, "decompress", str(target), "-o", str(tmp_path / "x.png"))
+    assert result.exit_code == 0 and (tmp_path / "x.png").stat().st_size > 0, result.output
+    _, codec = build_component(host, "codec", "mbt2018-mean-vbr", {"tiny": True})
+    padded, _ = pad_to_multiple(load_image(chelsea), codec.pad_multiple)
+    with torch.no_grad(), at_level(codec, 2):
+        expected = codec.analyze(padded).y_hat
+    nk = read_nk(target)
+    assert torch.equal(decode_latent(codec, nk), expected)
+    assert codec.level == 7  # decoding put the default back
+    with torch.no_grad(), at_level(codec, 7):  # the same streams read at another level: not the same latent
+        assert codec.compress(padded).strings != [[stream] for stream in nk.streams]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--level", "8"], "--level 8: mbt2018-mean-vbr-tiny has rate levels 0..7; level 8 is outside them"),
+        (["--level", "-1"], "level -1 is outside them"),
+        (["--codec", "mbt2018-mean", "--tiny", "--level", "2"], "--level 2: codec 'mbt2018-mean' is fixed-rate"),
+    ],
+)
+def test_a_level_the_codec_does_not_have_is_one_line(host, tmp_path, chelsea, args, message) -> None:  # noqa: ANN001
+    codec_args = [] if "--codec" in args else VBR
+    result, target = _compress(host, tmp_path, chelsea, *codec_args, *args)
+    assert result.exit_code != 0 and not target.exists()
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+
+
+def test_a_file_and_a_codec_that_disagree_on_levels_are_refused(host, tmp_path, chelsea) -> None:  # noqa: ANN001
+    import dataclasses
+
+    from neckkit.bitstream.container import read_nk, write_nk
+    from neckkit.bitstream.decoding import decode_latent
+    from neckkit.host.options import build_component
+
+    result, target = _compress(host, tmp_path, chelsea, *VBR, "--level", "3")
+    assert result.exit_code == 0, result.output
+    nk = read_nk(target)
+    _, vbr = build_component(host, "codec", "mbt2018-mean-vbr", {"tiny": True})
+    with pytest.raises(NeckkitError, match=r"^f\.nk: the file names no rate level, which variable-rate codec "):
+        decode_latent(vbr, dataclasses.replace(nk, level=None), source="f.nk")
+    with pytest.raises(NeckkitError, match=r"^f\.nk: mbt2018-mean-vbr-tiny has rate levels 0\.\.7; level 9 is outside"):
+        decode_latent(vbr, dataclasses.replace(nk, level=9), source="f.nk")
+    result, fixed = _compress(host, tmp_path, chelsea, "--codec", "mbt2018-mean", "--tiny")
+    _, codec = build_component(host, "codec", "mbt2018-mean", {"tiny": True})
+    with pytest.raises(NeckkitError, match=r"the file names rate level 2, but .* is a fixed-rate codec$"):
+        decode_latent(codec, dataclasses.replace(read_nk(fixed), level=2), source="g.nk")
+    before = target.read_bytes()
+    write_nk(target, dataclasses.replace(nk, level=None))  # the CLI refuses it too, in one line
+    from typer.testing import CliRunner
+
+    from conftest import invoke
+
+    result = invoke(CliRunner(), host, "decompress", str(target), "--latent-only", "-o", str(tmp_path / "y.pt"))
+    assert result.exit_code != 0 and "names no rate level" in result.stderr
+    assert before != target.read_bytes()

@@ -143,7 +143,6 @@ def decode_latent(codec: Codec, nk: NkFile, *, source: str | None = None,
     import torch
 
     from neckkit.bitstream.rans import bound_entropy_decoding
-
     from neckkit.interfaces.codec import at_level
 
     prefix = _prefix(source)

@@ -2,7 +2,9 @@
 
 ``elic``: ELIC (CompressAI's ``Elic2022Chandelier``, the re-implementation the paper
 used, or ``Elic2022Official``) and CompressAI zoo models; ``tic``: TIC's hyperprior variant on
-Swin-transformer stages. The factories are lazy, so listing codecs never imports torch.
+Swin-transformer stages. Variable-rate codecs (rate levels, ``at_level``): CompressAI's three ``*-vbr``
+zoo models, and ``elic-vbr`` / ``tic-vbr`` (QVRF gains on ELIC and TIC). The factories are lazy, so
+listing codecs never imports torch.
 """
 
 from __future__ import annotations
@@ -24,6 +26,30 @@ ZOO = {
         (16,),
     ),
 }
+VBR_ZOO = {
+    # name: description (CompressAI's variable-rate MSE weights: one file, every level)
+    "bmshj2018-hyperprior-vbr": "Ballé et al. 2018 scale hyperprior, variable rate (Kamisli et al. 2024, CompressAI "
+    "zoo): 8 levels, continuous",
+    "mbt2018-mean-vbr": "Minnen et al. 2018 mean-scale hyperprior, variable rate (Kamisli et al. 2024, CompressAI "
+    "zoo): 8 levels, continuous",
+    "mbt2018-vbr": "Minnen et al. 2018 autoregressive, variable rate (Kamisli et al. 2024, CompressAI zoo): 8 levels, "
+    "continuous",
+}
+VBR_ZOO_OPTIONS = {
+    "weights": COMPRESSAI_OPTIONS["weights"] + "; default: CompressAI's MSE variable-rate file (torch hub cache)",
+    "tiny": "tiny widths (N=16, M=32), random init; with weights, loads them into the tiny model",
+    "random_init": "real-size architecture (N=192, M=320), random weights",
+}
+ANCHOR_HELP = "level a fixed-rate checkpoint codes at with gain 1 (default: the top level)"
+# The refusals without weights, shared with the factories (neckkit.plugins.codecs.qvrf).
+ELIC_VBR_NEEDS = (
+    "needs weights: pass weights=<file> (a fixed-rate ELIC checkpoint, e.g. the paper's, or an elic-vbr file), "
+    "or tiny=True / random_init=True for random weights"
+)
+TIC_VBR_NEEDS = (
+    "needs weights: pass weights=<file> (a TransTIC base_codec_<q>.pth.tar, release v1.0 of NYCU-MAPL/TransTIC, or a "
+    "tic-vbr file), or tiny=True / random_init=True for random weights"
+)
 
 
 @hookimpl
@@ -72,3 +98,47 @@ def register_codecs(register: RegisterCallback) -> None:
             scenarios=SCENARIOS,
             options=COMPRESSAI_OPTIONS,
         )
+    for name, description in VBR_ZOO.items():
+        register(
+            name,
+            lazy_factory("neckkit.plugins.codecs.vbr_zoo:build_compressai_vbr", model=name),
+            description=description,
+            tiny=True,
+            tiny_weights=True,  # weights=<file> with tiny=True: a tiny model trained elsewhere
+            scenarios=SCENARIOS,
+            options=VBR_ZOO_OPTIONS,
+        )
+    register(
+        "elic-vbr",
+        lazy_factory("neckkit.plugins.codecs.qvrf:build_elic_vbr"),
+        description="ELIC with QVRF quantisation-regulator gains (Tong et al. 2023): 8 levels, continuous",
+        tiny=True,
+        tiny_weights=True,
+        weights_required=ELIC_VBR_NEEDS,
+        scenarios=SCENARIOS,
+        options={
+            "weights": "a fixed-rate ELIC checkpoint (as elic reads it; gains start at sqrt(lambda ratios)) or an "
+            "elic-vbr file (its own gains)",
+            "variant": "chandelier (default, the paper's) or official (Elic2022Official)",
+            "tiny": TINY_HELP + "; with weights, loads them into the tiny model",
+            "random_init": RANDOM_HELP,
+            "anchor_level": ANCHOR_HELP,
+        },
+    )
+    register(
+        "tic-vbr",
+        lazy_factory("neckkit.plugins.codecs.qvrf:build_tic_vbr"),
+        description="TIC hyperprior with QVRF quantisation-regulator gains (Tong et al. 2023): 8 levels, continuous",
+        tiny=True,
+        tiny_weights=True,
+        qualities=(1, 2, 3, 4),
+        weights_required=TIC_VBR_NEEDS,
+        scenarios=SCENARIOS,
+        options={
+            "weights": "a TransTIC base_codec_<q>.pth.tar or other TIC_hp state dict, or a tic-vbr file (its own gains)",
+            "quality": "1-4: which TransTIC base codec the weights file is; anchors it at the level of its lambda",
+            "tiny": TINY_HELP + "; with weights, loads them into the tiny model",
+            "random_init": RANDOM_HELP,
+            "anchor_level": ANCHOR_HELP + ", or quality's level",
+        },
+    )
