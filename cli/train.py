@@ -17,7 +17,7 @@ from neckkit.cli.components import (
 )
 from neckkit.cli.inputs import check_file, check_folder, check_neck
 from neckkit.cli.report import announce_placeholders, building, progress_enabled, stage
-from neckkit.errors import NeckkitError
+from neckkit.errors import NeckkitError, UsageError
 
 if TYPE_CHECKING:
     from neckkit.training.run_lock import RunLock
@@ -170,22 +170,41 @@ def _cleared(lock: RunLock) -> RunLock:
     return lock
 
 
-def check_resumable(run_dir: Path, config: Any) -> None:
-    """Refuse to resume a run with another config (except the keys in RESUMABLE_KEYS)."""
+def check_resumable(run_dir: Path, config: Any, pending: tuple[str, ...] = ()) -> None:
+    """Refuse to resume a run with another config (except the keys in RESUMABLE_KEYS).
+
+    Keys in ``pending`` that are still unset here are decided once the components are built (e.g.
+    ``neck.levels``, all of a variable-rate codec's levels) and checked again then.
+    """
     from neckkit.checkpoint_folders import CONFIG_FILE
     from neckkit.config.train import TrainConfig
 
     saved_path = run_dir / CONFIG_FILE
     if not saved_path.is_file():
         raise NeckkitError(f"--resume: {run_dir} holds no {CONFIG_FILE}; it is not a neckkit training run")
-    saved = _flatten(TrainConfig.load(saved_path).model_dump(mode="json"))
-    now = _flatten(config.model_dump(mode="json"))
+    every = {"all_fields": True}  # fields written only when set (neck.levels...) compared too
+    saved = _flatten(TrainConfig.load(saved_path).model_dump(mode="json", context=every))
+    now = _flatten(config.model_dump(mode="json", context=every))
     for key in sorted(set(saved) | set(now)):
+        if key in pending and now.get(key) is None:
+            continue
         if key.split(".")[0] not in RESUMABLE_KEYS and saved.get(key) != now.get(key):
             raise NeckkitError(
                 f"--resume: {key} is {now.get(key)!r} but the run in {run_dir} used {saved.get(key)!r}; "
                 "resume with the same settings or train into another --out"
             )
+
+
+def level_overrides(conditioning: str | None, levels: str | None) -> list[str]:
+    """``--neck-conditioning`` and ``--levels 0,1,2`` as config overrides (``neck.conditioning``, ``neck.levels``)."""
+    overrides = [f"neck.conditioning={conditioning}"] if conditioning is not None else []
+    if levels is not None:
+        try:
+            values = [float(part) for part in levels.split(",")]
+        except ValueError:
+            raise UsageError(f"--levels takes comma-separated rate levels, e.g. 0,1,2,3; got {levels!r}") from None
+        overrides.append(f"neck.levels=[{', '.join(repr(value) for value in values)}]")
+    return overrides
 
 
 def finished_step(run_dir: Path, config: Any) -> int | None:
@@ -245,6 +264,12 @@ def train(
     encoder_weights: str | None = typer.Option(None, "--encoder-weights", help="Encoder hub id, folder or file."),
     quality: int | None = typer.Option(None, "--quality", "-q", help="Codec quality with known weights."),
     rate_lambda: float | None = typer.Option(None, "--lambda", help="d2/d3 rate point (paper: 0.004 0.008 0.016 0.032)."),
+    neck_conditioning: str | None = typer.Option(
+        None, "--neck-conditioning", help="Variable-rate codecs: condition the neck on the rate level, adaln, film or "
+        "none (one neck for all levels; the default) (neck.conditioning)."),
+    levels: str | None = typer.Option(
+        None, "--levels", help="Variable-rate codecs: the rate levels to train at, e.g. 0,1,2,3 (default: all; one "
+        "level trains a per-level neck) (neck.levels)."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many steps."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint."),
     init: Path | None = typer.Option(None, "--init", help="Start from this checkpoint's neck (and codec): e.g. a d1 run for d2/d3."),
@@ -260,6 +285,7 @@ def train(
     host = ctx.obj.host
     if preprocess is not None:
         overrides = [*(overrides or []), f"data.preprocess={preprocess}"]
+    overrides = [*(overrides or []), *level_overrides(neck_conditioning, levels)]
     weights = str(codec_weights) if codec_weights is not None else None
     c_options = component_options(codec_opt, quality=quality, weights=weights, tiny=tiny, random_init=random_init)
     e_options = component_options(encoder_opt, weights=encoder_weights, tiny=tiny, random_init=random_init)
@@ -279,7 +305,7 @@ def train(
     with claim_run_folder(out, base, resume, lock=main_process) as run_lock:
         run_dir = run_lock.folder
         if resume:
-            check_resumable(run_dir, config)
+            check_resumable(run_dir, config, pending=("neck.levels",))
             step = finished_step(run_dir, config)
             if step is not None:
                 report_finished(run_dir, step, config, as_json)
@@ -297,6 +323,7 @@ def train(
             from neckkit.neck.checkpoint import ComponentRef
             from neckkit.training.data import open_image_set
             from neckkit.training.distributed import close_world, device_for, init_world, launched_world
+            from neckkit.training.rate_levels import check_rate_levels, resolve_levels
             from neckkit.training.scenarios import check_codec_scenario
             from neckkit.training.trainer import Trainer, TrainParts
 
@@ -307,6 +334,7 @@ def train(
             with stage(building("codec", codec, c_options), show):
                 codec_name, codec_model = build_component(host, "codec", codec, c_options)
             check_codec_scenario(codec_model, config.scenario, component_label(codec_component))
+            check_rate_levels(codec_model, config, component_label(codec_component))  # before the encoder loads
             with stage(building("encoder", encoder, e_options), show):
                 encoder_name, encoder_model = build_component(host, "encoder", encoder, e_options)
             if world.is_main:
@@ -314,8 +342,9 @@ def train(
             if entry_layer is None and configured is None and encoder_model.entry_layer != config.neck.entry_layer:
                 # Neither the encoder option nor the config chose: the encoder's own default decides.
                 config = resolve_config(config_file, tiny, scenario, rate_lambda, max_steps, overrides, encoder_model.entry_layer)
-                if resume:
-                    check_resumable(run_dir, config)
+            config = resolve_levels(config, codec_model, component_label(codec_component))  # all levels when unset
+            if resume:
+                check_resumable(run_dir, config)
             init_neck = None
             if init is not None:
                 from neckkit.neck.checkpoint import check_pair, load_checkpoint, restore_codec_state

@@ -431,3 +431,44 @@ def test_a_third_party_codec_decodes_untrusted_files_through_the_bounded_decoder
         api.decode_latent(codec, dataclasses.replace(nk, streams=(nk.streams[0][:5],)), source="toy.nk")
     with pytest.raises(api.NeckkitError, match="^toy.nk: entropy decoding failed: the stream does not start"):
         api.decode_latent(codec, dataclasses.replace(nk, streams=(b"\xff" * len(nk.streams[0]),)), source="toy.nk")
+
+
+def test_a_variable_rate_codec_codes_inside_at_level() -> None:
+    class Levels(api.VariableRateCodec):
+        latent_channels, stride, pad_multiple, num_levels, continuous_levels = 1, 1, 1, 4, False
+        name = "levels"
+
+        def analyze(self, x):  # noqa: ANN001, ANN202
+            return api.Analysis(y_hat=x * self.level, likelihoods={})
+
+        def synthesize(self, y_hat):  # noqa: ANN001, ANN202
+            return y_hat
+
+        def compress(self, x, analysis=None):  # noqa: ANN001, ANN202
+            return api.LatentPayload(strings=[[bytes([int(self.level)])]], shape=())
+
+        def decompress_latent(self, payload):  # noqa: ANN001, ANN202
+            return torch.zeros(1)
+
+    codec = Levels()
+    assert codec.level == codec.default_level == 3
+    with api.at_level(codec, 1) as level:
+        assert level == 1 and codec.compress(torch.zeros(1)).strings == [[b"\x01"]]
+        with api.at_level(codec, 2.0) as inner:
+            assert inner == 2 and isinstance(inner, int) and codec.level == 2
+        assert codec.level == 1
+    assert codec.level == 3
+    with pytest.raises(api.NeckkitError, match=r"^levels codes at its trained levels 0\.\.3 only; 1\.5 is between"):
+        with api.at_level(codec, 1.5):
+            pass
+    with pytest.raises(api.NeckkitError, match=r"^levels has rate levels 0\.\.3; level 4 is outside them$"):
+        with api.at_level(codec, 4):
+            pass
+    fixed = type("Fixed", (api.Codec,), {name: getattr(Levels, name) for name in (
+        "latent_channels", "stride", "pad_multiple", "name", "synthesize", "compress", "decompress_latent")}
+        | {"analyze": lambda self, x: api.Analysis(y_hat=x, likelihoods={})})()
+    with api.at_level(fixed, None) as level:
+        assert level is None
+    with pytest.raises(api.NeckkitError, match=r"^levels is a fixed-rate codec: it has no rate levels \(got level 2\)$"):
+        with api.at_level(fixed, 2):
+            pass

@@ -9,9 +9,17 @@ repeating literals.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from neckkit.config.base import NeckkitConfig
 
@@ -24,6 +32,35 @@ class NeckConfig(NeckkitConfig):
     mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden width / width, 1024 -> 4096 (code)")
     activation: str = Field("quick_gelu", description="MLP activation of OpenAI CLIP blocks (code)")
     entry_layer: int = Field(2, ge=0, description="encoder block the neck's tokens enter (paper ablation)")
+    conditioning: Literal["none", "adaln", "film"] = Field(
+        "none", description="rate conditioning of the blocks on the codec's level: adaLN-Zero, FiLM or none (neckkit)"
+    )
+    levels: tuple[float, ...] | None = Field(
+        None, description="rate levels of a variable-rate codec the neck trains on; unset: all of them, or a "
+        "fixed-rate codec (neckkit)"
+    )
+    level_features: int = Field(256, ge=2, description="sinusoidal features of the level embedding (DiT's 256)")
+
+    @field_validator("levels")
+    @classmethod
+    def _distinct_levels(cls, levels: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if levels is None:
+            return None
+        if not levels or min(levels) < 0 or len(set(levels)) != len(levels):
+            raise ValueError("levels must be distinct rate levels >= 0, at least one")
+        return tuple(sorted(levels))
+
+    @model_serializer(mode="wrap")
+    def _omit_rate_defaults(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
+        """A fixed-rate, unconditioned neck is written as before these fields existed (older readers load it);
+        ``context={"all_fields": True}`` writes every field (to compare two configs)."""
+        data = handler(self)
+        if (info.context or {}).get("all_fields"):
+            return data
+        if (self.conditioning, self.levels, self.level_features) == ("none", None, 256):
+            for name in ("conditioning", "levels", "level_features"):
+                data.pop(name, None)
+        return data
 
 
 class LossPhase(NeckkitConfig):

@@ -10,6 +10,11 @@ The blocks are open_clip's ``ResidualAttentionBlock`` and the parameter names ar
 paper's released necks (``trans_latent_dim``, ``class_embedding``, ``positional_embedding``,
 ``ln_pre``, ``transformer.resblocks.<i>``), so those files load as they are.
 
+Rate conditioning (:mod:`neckkit.neck.conditioning`): with ``config.conditioning`` ``adaln`` or ``film``
+the neck also takes the rate level of each latent, ``forward(y_hat, level)``; its extra parameters
+(``level_embedding.*``, ``transformer.modulation.<i>.*``) start at zero modulation, so it starts out
+computing exactly what the unconditioned neck with the same weights computes.
+
 Other input sizes: when the latent grid differs from the encoder's token grid (another image size,
 a non-square image, a 336-px encoder), the latent is resampled (bicubic) to the encoder's grid
 before the linear layer, so the encoder and any MLLM reading it see the token count they expect.
@@ -28,6 +33,7 @@ from torch import Tensor, nn
 
 from neckkit.config.paper import NeckConfig
 from neckkit.errors import NeckkitError
+from neckkit.neck.conditioning import BLOCKS, MODULATIONS, LevelEmbedding
 
 if TYPE_CHECKING:
     from neckkit.interfaces import Codec, VisualEncoder
@@ -65,9 +71,15 @@ def cpu_fused_attention() -> Iterator[None]:
 
 
 class NeckTransformer(nn.Module):
-    """The neck's block stack (named ``transformer.resblocks`` as in CLIP and the released necks)."""
+    """The neck's block stack (named ``transformer.resblocks`` as in CLIP and the released necks).
 
-    def __init__(self, width: int, num_blocks: int, num_heads: int, mlp_ratio: float, activation: str) -> None:
+    With ``conditioning`` ``adaln`` or ``film`` it also holds one zero-initialised modulation per block
+    (``transformer.modulation.<i>``) and takes the level embedding [B, width] with the tokens.
+    """
+
+    def __init__(
+        self, width: int, num_blocks: int, num_heads: int, mlp_ratio: float, activation: str, conditioning: str = "none"
+    ) -> None:
         super().__init__()
         from open_clip.transformer import LayerNorm, QuickGELU, ResidualAttentionBlock
 
@@ -76,16 +88,24 @@ class NeckTransformer(nn.Module):
             ResidualAttentionBlock(width, num_heads, mlp_ratio, act_layer=act_layer, norm_layer=LayerNorm)
             for _ in range(num_blocks)
         )
+        self.conditioning = conditioning
+        if conditioning != "none":  # created after the blocks: their initial weights do not depend on it
+            self.modulation = nn.ModuleList(MODULATIONS[conditioning](width) for _ in range(num_blocks))
 
-    def forward(self, tokens: Tensor) -> Tensor:
+    def forward(self, tokens: Tensor, level_embedding: Tensor | None = None) -> Tensor:
         if tokens.device.type != "cpu" or torch.is_grad_enabled():  # the fast path runs only without grad
-            return self._blocks(tokens)
+            return self._blocks(tokens, level_embedding)
         with cpu_fused_attention():
-            return self._blocks(tokens)
+            return self._blocks(tokens, level_embedding)
 
-    def _blocks(self, tokens: Tensor) -> Tensor:
-        for block in self.resblocks:
-            tokens = block(tokens)  # batch-first: [B, T, width]
+    def _blocks(self, tokens: Tensor, level_embedding: Tensor | None = None) -> Tensor:
+        if self.conditioning == "none" or level_embedding is None:
+            for block in self.resblocks:
+                tokens = block(tokens)  # batch-first: [B, T, width]
+            return tokens
+        conditioned_block = BLOCKS[self.conditioning]
+        for block, modulation in zip(self.resblocks, self.modulation, strict=True):
+            tokens = conditioned_block(block, tokens, modulation(level_embedding))  # [B, T, width]
         return tokens
 
 
@@ -115,7 +135,11 @@ class TransformNeck(nn.Module):
         self.class_embedding = nn.Parameter(scale * torch.randn(width)) if class_token else None
         self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + int(class_token), width))
         self.ln_pre = LayerNorm(width)
-        self.transformer = NeckTransformer(width, config.num_blocks, config.num_heads, config.mlp_ratio, config.activation)
+        self.transformer = NeckTransformer(
+            width, config.num_blocks, config.num_heads, config.mlp_ratio, config.activation, config.conditioning
+        )
+        if config.conditioning != "none":
+            self.level_embedding = LevelEmbedding(width, config.level_features)
 
     @classmethod
     def for_pair(cls, codec: Codec, encoder: VisualEncoder, config: NeckConfig | None = None) -> TransformNeck:
@@ -126,12 +150,50 @@ class TransformNeck(nn.Module):
     def num_tokens(self) -> int:
         return self.positional_embedding.shape[0]
 
-    def forward(self, y_hat: Tensor) -> Tensor:
-        """[B, latent_channels, h, w] -> [B, grid * grid (+ 1), width]."""
+    @property
+    def conditioning(self) -> str:
+        """``none``, ``adaln`` or ``film``: how the blocks see the rate level."""
+        return self.config.conditioning
+
+    @property
+    def levels(self) -> tuple[float, ...] | None:
+        """The codec's rate levels the neck was trained on (None: a fixed-rate codec's neck)."""
+        return self.config.levels
+
+    def check_level(self, level: float) -> None:
+        """Refuse, in one line, a level a rate-conditioned neck was not trained around (outside its levels' range)."""
+        levels = self.levels
+        if self.conditioning == "none" or not levels or min(levels) <= level <= max(levels):
+            return
+        raise NeckkitError(
+            f"this neck is conditioned on rate levels {min(levels):g}..{max(levels):g} ({self.conditioning}); "
+            f"level {level:g} is outside them"
+        )
+
+    def _level(self, level: Tensor | float | None, batch: int, device: torch.device) -> Tensor | None:
+        """The level of each item as a float tensor [B] (None for an unconditioned neck, which ignores it)."""
+        if self.conditioning == "none":
+            return None
+        if level is None:
+            raise NeckkitError(
+                f"this neck is rate-conditioned ({self.conditioning}): pass the rate level of each latent, "
+                "neck(y_hat, level=[B])"
+            )
+        level = torch.as_tensor(level, dtype=torch.float32, device=device)
+        if level.ndim == 0:
+            level = level.expand(batch)
+        if level.shape != (batch,):
+            raise NeckkitError(f"the neck expects one rate level per latent, [{batch}], got shape {list(level.shape)}")
+        return level
+
+    def forward(self, y_hat: Tensor, level: Tensor | float | None = None) -> Tensor:
+        """[B, latent_channels, h, w] and the rate level of each latent ([B] or one number; ignored by an
+        unconditioned neck) -> [B, grid * grid (+ 1), width]."""
         if y_hat.ndim != 4 or y_hat.shape[1] != self.latent_channels:
             raise NeckkitError(
                 f"the neck expects a latent [B, {self.latent_channels}, h, w], got shape {list(y_hat.shape)}"
             )
+        level = self._level(level, y_hat.shape[0], y_hat.device)
         if tuple(y_hat.shape[-2:]) != (self.grid, self.grid):
             y_hat = F.interpolate(y_hat, size=(self.grid, self.grid), mode="bicubic", align_corners=False)
         tokens = self.trans_latent_dim(y_hat.flatten(2).transpose(1, 2))  # [B, grid*grid, width]
@@ -139,4 +201,5 @@ class TransformNeck(nn.Module):
             cls = self.class_embedding.to(tokens.dtype).expand(tokens.shape[0], 1, -1)
             tokens = torch.cat([cls, tokens], dim=1)  # [B, grid*grid+1, width]
         tokens = self.ln_pre(tokens + self.positional_embedding.to(tokens.dtype))
-        return self.transformer(tokens)
+        embedding = self.level_embedding(level) if level is not None else None  # [B, width]
+        return self.transformer(tokens, embedding)

@@ -3,7 +3,8 @@
 The training rows are read as an endless stream of shuffled passes (pass ``k`` is a permutation
 seeded by ``(seed, k)``); step ``s`` takes items ``[s * B, (s + 1) * B)`` of that stream. The
 batch of any step is therefore known without replaying earlier steps, and every rank of a
-torchrun job takes its own slice of the same global batch.
+torchrun job takes its own slice of the same global batch. With a variable-rate codec the rate
+level of each step is drawn the same way (:class:`LevelPlan`), from ``(seed, step)``.
 """
 
 from __future__ import annotations
@@ -46,15 +47,41 @@ class BatchPlan:
         return [self._pass(i // n)[i % n] for i in range(start, start + self.batch_size)]
 
 
-class PlanSampler(Sampler[list[int]]):
-    """Batches of this rank for steps ``start .. stop - 1`` (a DataLoader ``batch_sampler``)."""
+class LevelPlan:
+    """The rate level of every step (one per batch), a function of ``(seed, step)`` like the batches.
 
-    def __init__(self, plan: BatchPlan, start: int, stop: int, world: World) -> None:
-        self.plan, self.start, self.stop, self.world = plan, start, stop, world
+    Rows are numbered level-major (:class:`~neckkit.training.rate_levels.LevelledRows`): row ``i`` at
+    level index ``k`` is ``k * rows_per_level + i``, so a step's rows move by :meth:`offset`.
+    """
+
+    def __init__(self, num_levels: int, rows_per_level: int, seed: int) -> None:
+        self.num_levels, self.rows_per_level, self.seed = num_levels, rows_per_level, seed
+
+    def index(self, step: int) -> int:
+        """Index of the level that ``step`` trains at, uniform over the levels."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_033 + step + 17)
+        return int(torch.randint(self.num_levels, (1,), generator=generator))
+
+    def offset(self, step: int) -> int:
+        return self.index(step) * self.rows_per_level
+
+
+class PlanSampler(Sampler[list[int]]):
+    """Batches of this rank for steps ``start .. stop - 1`` (a DataLoader ``batch_sampler``).
+
+    With ``levels`` every batch is the step's rows at the step's rate level.
+    """
+
+    def __init__(self, plan: BatchPlan, start: int, stop: int, world: World, levels: LevelPlan | None = None) -> None:
+        self.plan, self.start, self.stop, self.world, self.levels = plan, start, stop, world, levels
 
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
 
     def __iter__(self) -> Iterator[list[int]]:
         for step in range(self.start, self.stop):
-            yield split_batch(self.world, self.plan.batch(step))
+            rows = self.plan.batch(step)
+            if self.levels is not None:
+                offset = self.levels.offset(step)
+                rows = [offset + row for row in rows]
+            yield split_batch(self.world, rows)

@@ -26,7 +26,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -90,11 +90,15 @@ class FeatureCache(Dataset):
         return self.count
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
+        return self.row(index)
+
+    def row(self, index: int, fields: Sequence[str] | None = None) -> dict[str, Tensor]:
+        """Item ``index`` with only ``fields`` read from disk (all of them when ``None``), and its label."""
         if not -self.count <= index < self.count:
             raise IndexError(f"feature cache index {index} out of range for {self.count} items")
         item = {}
-        for name, array in self._arrays.items():
-            row = torch.from_numpy(np.array(array[index]))
+        for name in self.fields if fields is None else fields:
+            row = torch.from_numpy(np.array(self._arrays[name][index]))
             item[name] = row.view(torch.bfloat16) if self.fields[name][1] == "bfloat16" else row
         item["label"] = torch.tensor(int(self._labels[index]), dtype=torch.int64)
         return item

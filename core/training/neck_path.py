@@ -3,19 +3,25 @@
 The teacher is the frozen full encoder on the uncompressed crop. One module holds codec, neck and
 encoder so DistributedDataParallel sees every trainable parameter (the neck, plus the codec in the
 joint phase of d2/d3). Batches are dicts: ``images`` [B, 3, S, S] in [0, 1], or, from the d1 cache,
-``y_hat`` [B, C, h, w], ``teacher`` [B, D], ``bits`` [B] (and ``teacher_tokens`` [B, T, W]).
+``y_hat`` [B, C, h, w], ``teacher`` [B, D], ``bits`` [B] (and ``teacher_tokens`` [B, T, W]); with a
+variable-rate codec also ``level`` [B] (float): the crops are coded at it (one level per batch of
+images) and the neck is told it.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from neckkit.bitstream.padding import crop_padding, pad_to_multiple
-from neckkit.interfaces import Codec, VisualEncoder
+from neckkit.errors import NeckkitError
+from neckkit.interfaces import Codec, VisualEncoder, at_level
 from neckkit.neck.transform import TransformNeck
+from neckkit.training.rate_levels import level_field
 
 
 def bits_per_item(likelihoods: dict[str, Tensor]) -> Tensor:
@@ -69,27 +75,46 @@ class NeckPath(nn.Module):
     def forward(self, batch: dict[str, Tensor], with_image: bool = False) -> dict[str, Tensor]:
         """Student and teacher for a batch; ``with_image`` also decodes ``x_hat`` (d2)."""
         out: dict[str, Tensor] = {}
+        level = batch.get("level")  # [B] or None (a fixed-rate codec)
         if "images" in batch:
             images = batch["images"]
-            y_hat, out["bits"], padding = self.analyze(images)
+            with self.coding_at(level):
+                y_hat, out["bits"], padding = self.analyze(images)
+                if with_image:
+                    x_hat = crop_padding(self.codec.synthesize(y_hat), padding)
+                    out["image_mse"] = nn.functional.mse_loss(x_hat, images)
             out["teacher"], teacher_tokens = self.teacher(images)
-            if with_image:
-                out["image_mse"] = nn.functional.mse_loss(crop_padding(self.codec.synthesize(y_hat), padding), images)
             out["pixels"] = torch.tensor(images.shape[-2] * images.shape[-1])
         else:
             y_hat, out["bits"], out["teacher"] = batch["y_hat"], batch["bits"], batch["teacher"]
             teacher_tokens = batch.get("teacher_tokens")
             out["pixels"] = batch["pixels"][0]
-        out["student"], student_tokens = self.finish(self.neck(y_hat), self.entry_layer)
+        out["student"], student_tokens = self.finish(self.neck(y_hat, level), self.entry_layer)
         if student_tokens is not None and teacher_tokens is not None:
             out["token_mse"] = nn.functional.mse_loss(student_tokens, teacher_tokens)
         return out
 
-    def cache_fields(self, images: Tensor) -> dict[str, Tensor]:
-        """What the d1 cache stores per crop (the codec and the encoder are frozen)."""
-        y_hat, bits, _ = self.analyze(images)
+    def coding_at(self, level: Tensor | None) -> contextlib.AbstractContextManager[Any]:
+        """The codec at the batch's one rate level inside the block (unchanged when ``level`` is None)."""
+        if level is None:
+            return contextlib.nullcontext()
+        values = sorted(set(level.tolist()))
+        if len(values) != 1:
+            shown = ", ".join(f"{value:g}" for value in values)
+            raise NeckkitError(f"a batch of images is coded at one rate level, this one has levels {shown}")
+        return at_level(self.codec, values[0])
+
+    def cache_fields(self, images: Tensor, levels: Sequence[float] | None = None) -> dict[str, Tensor]:
+        """What the d1 cache stores per crop (the codec and the encoder are frozen); with ``levels``, the
+        latent and bits at each (``y_hat_l<k>``, ``bits_l<k>``) and the teacher once."""
+        fields: dict[str, Tensor] = {}
+        if levels is None:
+            fields["y_hat"], fields["bits"], _ = self.analyze(images)
+        for index, level in enumerate(levels or ()):
+            with at_level(self.codec, level):
+                fields[level_field("y_hat", index)], fields[level_field("bits", index)], _ = self.analyze(images)
         teacher, tokens = self.teacher(images)
-        fields = {"y_hat": y_hat, "bits": bits, "teacher": teacher}
+        fields["teacher"] = teacher
         fields["pixels"] = torch.full((images.shape[0],), images.shape[-2] * images.shape[-1], dtype=torch.int64)
         if tokens is not None:
             fields["teacher_tokens"] = tokens

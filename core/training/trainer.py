@@ -1,7 +1,8 @@
 """The transform-neck trainer, generic over codec and encoder plugins: the training loop.
 
 :class:`Trainer` builds the neck, the optimisers and the training rows (the d1 feature cache or the
-images), then runs the steps of every stage (neck only, then joint for d2/d3). The run folder and
+images), then runs the steps of every stage (neck only, then joint for d2/d3). With a variable-rate
+codec every step codes at one of ``neck.levels`` (:mod:`neckkit.training.rate_levels`). The run folder and
 exact resume are :mod:`neckkit.training.checkpointing`'s, the held-out metrics at every checkpoint
 :mod:`neckkit.training.validation`'s; their names (``TrainParts``, ``CONFIG_FILE``, ...) stay
 importable from here.
@@ -25,8 +26,9 @@ from neckkit.config.train import TrainConfig
 from neckkit.errors import NeckkitError
 from neckkit.files import atomic_path
 from neckkit.loading.weights import seeded_init, state_dict_mismatches
+from neckkit.neck.conditioning import is_conditioning_key
 from neckkit.neck.transform import TransformNeck
-from neckkit.training.batches import BatchPlan, PlanSampler, split_rows
+from neckkit.training.batches import BatchPlan, LevelPlan, PlanSampler, split_rows
 from neckkit.training.checkpointing import (
     BEST_DIR,
     CHECKPOINTS_DIR,
@@ -41,6 +43,7 @@ from neckkit.training.distributed import World, barrier, mean_across
 from neckkit.training.losses import SurrogateLoss, distillation_loss
 from neckkit.training.metrics_log import MetricsLog
 from neckkit.training.neck_path import NeckPath
+from neckkit.training.rate_levels import resolve_levels
 from neckkit.training.scenarios import (
     aux_loss,
     aux_parameters,
@@ -49,7 +52,7 @@ from neckkit.training.scenarios import (
     joint_loss,
     set_codec_training,
 )
-from neckkit.training.validation import held_out_metrics, to_device
+from neckkit.training.validation import ValidationSets, held_out_metrics_at_levels, to_device
 
 __all__ = [
     "BEST_DIR", "CHECKPOINTS_DIR", "CONFIG_FILE", "KEEP_CHECKPOINTS", "SUMMARY_FILE",
@@ -103,6 +106,7 @@ class Trainer:
         init_neck: dict[str, Tensor] | None = None,
         stage: Stage = _no_stage,
     ) -> None:
+        config = resolve_levels(config, parts.codec, f"codec {parts.codec_ref.name!r}")  # before the neck: its config
         self.config, self.parts, self.data, self.run_dir = config, parts, data, Path(run_dir)
         self.world = world or World()
         self.device = device or torch.device("cpu")
@@ -120,10 +124,13 @@ class Trainer:
         with seeded_init(config.seed):
             neck = TransformNeck.for_pair(parts.codec, encoder, config.neck)
         if init_neck is not None:  # --init: start from a trained neck (e.g. d1's for d2/d3)
-            problems = state_dict_mismatches(neck.state_dict(), init_neck, reference="this run's neck has")
+            # An unconditioned neck may start a conditioned one: its zero-initialised modulation stays as it is.
+            own = {key: value for key, value in neck.state_dict().items()
+                   if key in init_neck or not is_conditioning_key(key)}
+            problems = state_dict_mismatches(own, init_neck, reference="this run's neck has")
             if problems:
                 raise NeckkitError(f"--init: the checkpoint's neck does not fit this run's neck: {'; '.join(problems)}")
-            neck.load_state_dict(init_neck)
+            neck.load_state_dict(init_neck, strict=False)
         encoder.eval().requires_grad_(False)
         self.path = NeckPath(parts.codec, neck, encoder, entry, token_layer).to(self.device)
         self.use_amp = config.amp and self.device.type == "cuda"
@@ -151,8 +158,24 @@ class Trainer:
     def neck(self) -> TransformNeck:
         return self.path.neck
 
+    @property
+    def levels(self) -> tuple[float, ...] | None:
+        """The rate levels the run trains at (None: a fixed-rate codec)."""
+        return self.config.neck.levels
+
     def _rows(self) -> tuple[Dataset, Callable[[list[Any]], dict[str, Tensor]]]:
-        """The indexable training rows: the d1 feature cache, or the images themselves."""
+        """The indexable training rows (the d1 feature cache, or the images themselves), at every level."""
+        rows, collate = self._image_rows()
+        if self.levels is None:
+            return rows, collate
+        from neckkit.training.feature_cache import FeatureCache
+        from neckkit.training.rate_levels import CachedLevel, LevelledCollate, LevelledRows
+
+        per_level = [CachedLevel(rows, k) if isinstance(rows, FeatureCache) else rows for k in range(len(self.levels))]
+        return LevelledRows(per_level, self.levels), LevelledCollate(collate)
+
+    def _image_rows(self) -> tuple[Dataset, Callable[[list[Any]], dict[str, Tensor]]]:
+        """One row per image: the d1 feature cache (every level of each crop), or the images themselves."""
         config = self.config
         if config.scenario != "d1" or not config.cache:
             return self.data, _collate_images
@@ -170,11 +193,13 @@ class Trainer:
             "dtype": str(self.amp_dtype) if self.use_amp else "float32",
             "fields": "y_hat,bits,teacher,pixels,teacher_tokens v1",
         }
+        if self.levels is not None:  # a fixed-rate codec's key is as before: its caches stay valid
+            key.update(levels=list(self.levels), fields="y_hat_l<k>,bits_l<k>,teacher,pixels,teacher_tokens v1")
         set_codec_training(self.parts.codec, config, joint=False)
 
         def compute(images: Tensor) -> dict[str, Tensor]:
             with self._autocast():
-                fields = self.path.cache_fields(images.to(self.device))
+                fields = self.path.cache_fields(images.to(self.device), self.levels)
             return {name: value.float().cpu() if value.is_floating_point() else value.cpu() for name, value in fields.items()}
 
         def build() -> FeatureCache:
@@ -284,11 +309,17 @@ class Trainer:
         return logs
 
     # -- validation (neckkit.training.validation) ------------------------------------------------
-    def validate(self, rows: Dataset, collate: Callable[[list[Any]], dict[str, Tensor]], joint: bool) -> dict[str, float]:
-        """Held-out distillation error of the neck and of the Reconstruction baseline, and the rate."""
-        return held_out_metrics(
-            self.path, self.config, rows, collate, joint, device=self.device, autocast=self._autocast, losses=self._losses
+    def validate(self, val_sets: ValidationSets, collate: Callable[[list[Any]], dict[str, Tensor]], joint: bool) -> dict[str, float]:
+        """Held-out distillation error of the neck and of the Reconstruction baseline, and the rate (at every level)."""
+        return held_out_metrics_at_levels(
+            self.path, self.config, val_sets, collate, joint, device=self.device, autocast=self._autocast, losses=self._losses
         )
+
+    def _validation_sets(self, rows: Dataset, val_rows: list[int]) -> ValidationSets:
+        """The held-out rows, at each trained level (one set, level None, for a fixed-rate codec)."""
+        if self.levels is None:
+            return [(None, Subset(rows, val_rows))]
+        return [(level, Subset(rows, rows.rows_at(k, val_rows))) for k, level in enumerate(self.levels)]  # type: ignore[attr-defined]
 
     # -- the loop --------------------------------------------------------------------------------
     def _model(self, joint: bool) -> torch.nn.Module:
@@ -317,17 +348,21 @@ class Trainer:
             config.save(run_dir / CONFIG_FILE)
         self._labels_and_classifier()
         rows, collate = self._rows()
-        train_rows, val_rows = split_rows(len(rows), config.val_fraction, config.seed)
+        images = getattr(rows, "rows_per_level", len(rows))  # type: ignore[arg-type]  # rows of one level
+        train_rows, val_rows = split_rows(images, config.val_fraction, config.seed)
         if not train_rows:
             raise NeckkitError("the data hold too few readable images to train on")
         plan = BatchPlan(train_rows, config.optim.batch_size, config.seed)
+        level_plan = LevelPlan(len(self.levels), images, config.seed) if self.levels is not None else None
         total = config.total_steps
         log = MetricsLog(run_dir, resume_step=start if resume else None) if self.world.is_main else None
-        val_set = Subset(rows, val_rows)
+        val_sets = self._validation_sets(rows, val_rows)
         self.echo(
             f"Training {config.scenario} neck ({sum(p.numel() for p in self.neck.parameters()):,} parameters) "
             f"for {self.parts.codec_ref.name} -> {self.parts.encoder_ref.name}: steps {start}..{total}, "
             f"{len(train_rows)} training and {len(val_rows)} held-out images, device {self.device}"
+            + (f", rate levels {', '.join(f'{level:g}' for level in self.levels)} (conditioning "
+               f"{config.neck.conditioning})" if self.levels is not None else "")
         )
         first_distillation = last_distillation = None
         step, steps_done, train_seconds, images_seen = start, 0, 0.0, 0
@@ -339,7 +374,7 @@ class Trainer:
                 model = self._model(joint)
                 loader = DataLoader(
                     rows,
-                    batch_sampler=PlanSampler(plan, step, stage_end, self.world),
+                    batch_sampler=PlanSampler(plan, step, stage_end, self.world, level_plan),
                     collate_fn=collate,
                     num_workers=usable_workers(config.num_workers),
                     persistent_workers=False,
@@ -364,7 +399,7 @@ class Trainer:
                         train_seconds += time.perf_counter() - tick
                         if bar is not None:
                             bar.set_description("validating and saving")
-                        self._checkpoint(step, val_set, collate, joint, log)
+                        self._checkpoint(step, val_sets, collate, joint, log)
                         if bar is not None:
                             bar.set_description("")
                         tick = time.perf_counter()
@@ -384,6 +419,7 @@ class Trainer:
             "last_distillation": last_distillation,
             "best": self.best,
             "skipped_images": len(self.data.skipped),
+            **({"levels": list(self.levels), "conditioning": config.neck.conditioning} if self.levels is not None else {}),
             **self.cache_info,
         }
         if self.world.is_main:
@@ -391,10 +427,10 @@ class Trainer:
         barrier(self.world)
         return TrainResult(run_dir=run_dir, steps=step, summary=summary)
 
-    def _checkpoint(self, step: int, val_set: Dataset, collate: Any, joint: bool, log: MetricsLog | None) -> None:
+    def _checkpoint(self, step: int, val_sets: ValidationSets, collate: Any, joint: bool, log: MetricsLog | None) -> None:
         metrics: dict[str, float] = {}
-        if self.world.is_main and len(val_set):
-            metrics = self.validate(val_set, collate, joint)
+        if self.world.is_main and any(len(rows) for _, rows in val_sets):  # type: ignore[arg-type]
+            metrics = self.validate(val_sets, collate, joint)
             if log is not None and metrics:
                 log.log(step, "val", metrics)
             final_stage = joint or self.config.scenario == "d1"

@@ -3,6 +3,8 @@
 At every checkpoint the trainer measures, on the held-out images, the neck's distillation error and
 that of the Reconstruction baseline (the decoded image through the whole encoder), the cosine
 similarity of the neck's embedding to the teacher's, and the rate; ``objective`` chooses ``best/``.
+With a variable-rate codec they are measured at every trained level and averaged
+(:func:`held_out_metrics_at_levels`), with each level's distillation and rate beside the means.
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from neckkit.config.train import TrainConfig
+from neckkit.interfaces import at_level
 from neckkit.training.losses import distillation_loss
 from neckkit.training.neck_path import NeckPath
 from neckkit.training.scenarios import set_codec_training
 
-__all__ = ["LossTerms", "held_out_metrics", "to_device"]
+__all__ = ["LossTerms", "ValidationSets", "held_out_metrics", "held_out_metrics_at_levels", "to_device"]
 
 # (path outputs, labels, epoch, joint) -> (total loss, logged values): the trainer's loss of one batch
 LossTerms = Callable[[dict[str, Tensor], Tensor, int, bool], tuple[Tensor, dict[str, float]]]
+ValidationSets = list[tuple[float | None, Dataset]]  # (rate level, or None for a fixed-rate codec; held-out rows)
 
 
 def to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
@@ -79,3 +83,30 @@ def held_out_metrics(
     metrics = {key: value / count for key, value in sums.items()}
     metrics["objective"] = metrics["loss"] if joint else metrics["distillation"]
     return metrics
+
+
+def held_out_metrics_at_levels(
+    path: NeckPath,
+    config: TrainConfig,
+    val_sets: ValidationSets,
+    collate: Callable[[list[Any]], dict[str, Tensor]],
+    joint: bool,
+    *,
+    device: torch.device,
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]],
+    losses: LossTerms,
+) -> dict[str, float]:
+    """:func:`held_out_metrics` of each set with the codec at its level; with levels, the means over the
+    levels (every held-out image counts once per level) and ``distillation_at_<level>``, ``bpp_at_<level>``."""
+    per_level: list[tuple[float | None, dict[str, float]]] = []
+    for level, rows in val_sets:
+        with at_level(path.codec, level) if level is not None else contextlib.nullcontext():
+            metrics = held_out_metrics(path, config, rows, collate, joint, device=device, autocast=autocast, losses=losses)
+        if metrics:
+            per_level.append((level, metrics))
+    if not per_level or per_level[0][0] is None:  # a fixed-rate codec: one set
+        return per_level[0][1] if per_level else {}
+    mean = {key: sum(metrics[key] for _, metrics in per_level) / len(per_level) for key in per_level[0][1]}
+    for level, metrics in per_level:
+        mean[f"distillation_at_{level:g}"], mean[f"bpp_at_{level:g}"] = metrics["distillation"], metrics["bpp"]
+    return mean
