@@ -241,7 +241,7 @@ def _ask_image(client: Any, source: Path, data: bytes, prompts: list[str], gener
     if codec is None:  # a server whose chat reply does not name the codec: /health does
         codec = _reply_json(client.get("/health")).get("codec")
     report: dict[str, Any] = {"source": str(source), "mllm": model, "prompts": list(prompts), "path": "neck",
-                              "codec": codec, "bpp": extra.get("bpp"),
+                              "codec": codec, "level": extra.get("level"), "bpp": extra.get("bpp"),
                               "payload_bpp": extra.get("payload_bpp"), "latent_shape": extra.get("latent_shape"),
                               "synthesis_calls": extra.get("synthesis_calls", 0), "answers": answers,
                               "answer": answers[0] if len(answers) == 1 else answers, "seconds": seconds}

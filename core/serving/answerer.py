@@ -308,6 +308,11 @@ class Answerer:
                                      original_size=tuple(image.shape[-2:]), padding=padding,
                                      options=self.checkpoint.meta.codec.options, level=level)
             compressed_here = True
+        if self.neck is not None and nk.level is not None:
+            try:
+                self.neck.check_level(float(nk.level))  # a conditioned neck: inside the levels it was trained on
+            except NeckkitError as error:
+                raise NeckkitError(f"{shown}: {error}") from None
         with watch.stage("entropy_decode"):
             y_hat, worker_calls = self._decode(nk, shown)  # [1, C, h, w]
         return Prepared(request, watch, y_hat, nk, self._synthesis.calls - before + worker_calls, compressed_here)
@@ -385,6 +390,8 @@ class Answerer:
         assert self.neck is not None
         if all(level is None for level in levels):
             return self.neck(y_hat)
+        if any(level is None for level in levels):  # decode_latent gives every file of one codec a level or none
+            raise NeckkitError("one batch mixes files with and without a rate level")
         level = torch.tensor([float(value) for value in levels], device=y_hat.device)  # [B]
         return self.neck(y_hat, level=level)
 

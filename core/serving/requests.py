@@ -118,10 +118,7 @@ class AskResult:
         if self.path == "uncompressed":
             report.update(path=self.path, bpp=None)
         else:
-            report.update(path=self.path, codec=self.codec)
-            if self.level is not None:
-                report["level"] = self.level
-            report.update(bpp=self.bpp, payload_bpp=self.payload_bpp,
+            report.update(path=self.path, codec=self.codec, level=self.level, bpp=self.bpp, payload_bpp=self.payload_bpp,
                           latent_shape=self.latent_shape, synthesis_calls=self.synthesis_calls)
         report["answers"] = list(self.answers)
         report["answer"] = self.answer
