@@ -13,6 +13,7 @@ from neckkit import __version__
 from neckkit.cli import ask, bench, compress, decompress, evaluate, import_checkpoint, list_plugins, serve, train
 from neckkit.cli.components import in_flag_words
 from neckkit.cli.report import announce_placeholders, forget_placeholders
+from neckkit.cli.train_codec import train_codec
 from neckkit.errors import NeckkitError, describe_error
 from neckkit.host.manager import PluginHost
 
@@ -110,6 +111,7 @@ def build_app(host: PluginHost) -> typer.Typer:
     app.command("decompress")(decompress.decompress)
     app.command("import-checkpoint")(import_checkpoint.import_checkpoint)
     app.command("train")(train.train)
+    app.command("train-codec")(train_codec)
     app.command("ask")(ask.ask)
     app.command("eval")(evaluate.evaluate)
     app.command("bench")(bench.bench)
