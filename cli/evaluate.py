@@ -60,8 +60,11 @@ def output_dir(out: Path | None, base: str, overwrite: bool) -> Path:
     raise NeckkitError("too many evaluations in evals/; pass --out")
 
 
-def neck_points(host: Any, necks: list[Path], codec_weights: str | None, encoder_weights: str | None, taken: set[str]) -> tuple[list[Any], list[Any], Any]:
-    """Rate points for neck checkpoints, their checkpoints, and the one encoder they share."""
+def neck_points(host: Any, necks: list[Path], codec_weights: str | None, encoder_weights: str | None, taken: set[str],
+                levels: list[float] | None = None) -> tuple[list[Any], list[Any], Any]:
+    """Rate points for neck checkpoints (one per rate level of a variable-rate codec), their checkpoints, and the
+    one encoder they share."""
+    from neckkit.evaluation.level_points import neck_levels, neck_variant
     from neckkit.evaluation.sweep import RatePoint
     from neckkit.neck.checkpoint import build_neck, load_checkpoint
     from neckkit.serving.machine_path import codec_for_checkpoint, encoder_for_checkpoint
@@ -87,8 +90,15 @@ def neck_points(host: Any, necks: list[Path], codec_weights: str | None, encoder
         codec_name, codec = codecs[key]
         info = {"scenario": meta.scenario, "rate_lambda": meta.rate_lambda, "quality": meta.codec.options.get("quality"),
                 "checkpoint": str(checkpoint.path), "step": meta.step}
-        points.append(RatePoint(unique(point_label(checkpoint.path), taken), codec_name, codec, dict(meta.codec.options),
-                                build_neck(checkpoint).eval(), meta.entry_layer, info))
+        neck_model = build_neck(checkpoint).eval()
+        label = point_label(checkpoint.path)
+        variant = neck_variant(neck_model)
+        if variant is not None:
+            info.update(neck_variant=variant, neck_levels=list(neck_model.levels or ()))
+        for level in neck_levels(neck_model, codec, levels, str(checkpoint.path)):
+            shown = label if level is None else f"{label} L{level:g}"
+            points.append(RatePoint(unique(shown, taken), codec_name, codec, dict(meta.codec.options), neck_model,
+                                    meta.entry_layer, dict(info), level=level))
         checkpoints.append(checkpoint)
     return points, checkpoints, encoder
 
@@ -183,6 +193,9 @@ def evaluate(
     limit: int | None = typer.Option(None, "--limit", min=1, help="Evaluate the first N images only."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images of one size per batch through codec, neck, encoder, MLLM."),
     preprocess: str = typer.Option("neckkit", "--preprocess", help="neckkit, or paper: the authors' PIL bicubic crops and unclamped resizes."),
+    level: list[float] | None = typer.Option(
+        None, "--level", "-l", help="Rate level of variable-rate codecs to evaluate (repeat; default: every level "
+        "each neck was trained on, every level of --codec); a per-level neck keeps its own level."),
     anchor: list[str] | None = typer.Option(None, "--anchor", help="Curve to compute BD-rates against too, e.g. neck/d1/tic (repeat)."),
     rate: str = typer.Option("payload", "--rate", help="Rate axis of plots and BD-rates: payload (entropy-coded "
                              "bytes), file (the whole .nk file) or estimated (likelihoods, the paper's)."),
@@ -238,7 +251,7 @@ def evaluate(
     started = time.perf_counter()
     if preprocess not in PREPROCESS_MODES:
         raise UsageError(f"--preprocess must be one of {', '.join(PREPROCESS_MODES)}, got {preprocess!r}")
-    points, checkpoints, encoder_model = neck_points(host, list(neck or []), c_weights, e_weights, taken)
+    points, checkpoints, encoder_model = neck_points(host, list(neck or []), c_weights, e_weights, taken, level)
     encoder_name = checkpoints[0].meta.encoder.name if checkpoints else encoder
     if encoder_model is None:
         e_options = component_options(None, weights=e_weights, tiny=tiny, random_init=random_init)
@@ -246,10 +259,15 @@ def evaluate(
     elif encoder is not None and encoder != encoder_name:
         raise NeckkitError(f"--encoder {encoder} is not the encoder the necks were trained for, {encoder_name!r}")
     if codec is not None:
+        from neckkit.evaluation.level_points import codec_levels
+
         for q, options in quality_points:
             name, model = build_component(host, "codec", codec, options)
-            label = unique(f"{name} q{q}" if q is not None else name, taken)
-            points.append(RatePoint(label, name, model.eval(), stored_options(options), info={"quality": q}))
+            base = f"{name} q{q}" if q is not None else name
+            for at in codec_levels(model, level, f"--codec {codec}"):
+                label = unique(base if at is None else f"{base} L{at:g}", taken)
+                points.append(RatePoint(label, name, model.eval(), stored_options(options), info={"quality": q},
+                                        level=at))
 
     data_config = DataConfig(preprocess=preprocess)
     images = open_image_set(data, data_config, split="eval")
@@ -318,8 +336,8 @@ def evaluate(
         "rate_axis": axis.field,
         "rate_axis_description": axis.description,
         **placeholder_flag(built_placeholders()),
-        "points": [{"label": p.label, "codec": p.codec_name, "fingerprint": p.fingerprint, "paths": list(p.paths), **p.info}
-                   for p in points],
+        "points": [{"label": p.label, "codec": p.codec_name, "fingerprint": p.fingerprint, "paths": list(p.paths),
+                    "level": p.level, **p.info} for p in points],
         "caption_scoring": scoring,
         "notices": evaluator.notices,
         "rows": rows,

@@ -33,6 +33,7 @@ BD_METRICS = {"embedding_cosine": True, "embedding_mse": False, "top1": True, "c
 METRIC_NAMES = {"embedding_cosine": "embedding cosine", "embedding_mse": "embedding MSE", "top1": "top-1 accuracy",
                 "cider": "CIDEr", "vqa_accuracy": "VQA accuracy"}
 BASE_SCENARIOS = (None, "d1")  # points whose codec is the base codec (not retrained)
+PER_LEVEL = "per-level"  # neckkit.evaluation.level_points.PER_LEVEL: one neck per rate level
 
 
 class CurveRefused(ValueError):
@@ -134,11 +135,17 @@ def bd_quality(anchor_rates: Sequence[float | None], anchor_quality: Sequence[fl
 
 def series_key(row: dict[str, Any]) -> str:
     """The curve a row belongs to: ``neck/<scenario>/<codec>``; ``reconstruction/<codec>`` for the base codec
-    (codec qualities, d1 necks) and ``reconstruction/<scenario>/<codec>`` for the codecs d2/d3 retrained."""
+    (codec qualities, d1 necks) and ``reconstruction/<scenario>/<codec>`` for the codecs d2/d3 retrained.
+
+    A variable-rate codec's neck rows name how the neck serves the levels (``neck_variant``):
+    ``neck/d1/adaln/elic-vbr`` (one conditioned neck), ``neck/d1/shared/elic-vbr`` (one unconditioned neck
+    over all levels), ``neck/d1/per-level/elic-vbr`` (one neck per level: the anchor of the other two).
+    """
     codec, scenario = row.get("codec"), row.get("scenario")
     if row["path"] == "reconstruction":
         return f"reconstruction/{codec}" if scenario in BASE_SCENARIOS else f"reconstruction/{scenario}/{codec}"
-    return f"neck/{scenario or '?'}/{codec}"
+    variant = row.get("neck_variant")
+    return f"neck/{scenario or '?'}/{variant}/{codec}" if variant else f"neck/{scenario or '?'}/{codec}"
 
 
 def curves(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -152,21 +159,26 @@ def curves(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         key = series_key(row)
         fingerprint = row.get("codec_fingerprint")
         if row["path"] == "reconstruction" and fingerprint is not None:
-            if (key, fingerprint) in seen:
+            point = (key, fingerprint, row.get("level"))  # a variable-rate codec: one point per level
+            if point in seen:
                 continue
-            seen.add((key, fingerprint))
+            seen.add(point)
         out.setdefault(key, []).append(row)
     return out
 
 
 def default_anchors(test: str, groups: dict[str, list[dict[str, Any]]]) -> list[str]:
     """What a neck curve is compared with unasked: the base codec's Reconstruction curve (the paper's
-    baseline; for d2/d3 only when the evaluation has one) and, for d2/d3, its own codecs' Reconstruction."""
-    _, scenario, codec = test.split("/", 2)
+    baseline; for d2/d3 only when the evaluation has one), for d2/d3 its own codecs' Reconstruction, and for
+    a variable-rate codec's conditioned or shared neck the per-level necks' curve when the evaluation has one."""
+    parts = test.split("/")
+    scenario, codec = parts[1], parts[-1]
     base = f"reconstruction/{codec}"
+    per_level = f"neck/{scenario}/{PER_LEVEL}/{codec}"
+    levels = [per_level] if len(parts) == 4 and test != per_level and per_level in groups else []
     if scenario in ("d1", "?"):
-        return [base]
-    return [name for name in (base, f"reconstruction/{scenario}/{codec}") if name in groups]
+        return [base, *levels]
+    return [name for name in (base, f"reconstruction/{scenario}/{codec}") if name in groups] + levels
 
 
 def bd_table(rows: Sequence[dict[str, Any]], rate: str = "payload_bpp", anchors: Sequence[str] = (),

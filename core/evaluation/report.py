@@ -18,7 +18,7 @@ from neckkit.files import atomic_path
 
 # Row fields in CSV/table order, and how each is drawn (None: not plotted).
 ROW_FIELDS = (
-    "point", "path", "codec", "scenario", "rate_lambda", "quality", "images",
+    "point", "path", "codec", "scenario", "rate_lambda", "quality", "level", "neck_variant", "images",
     "bpp", "payload_bpp", "estimated_bpp", "psnr", "ms_ssim", "embedding_mse", "embedding_cosine",
     "top1", "top5", "bleu4", "cider", "meteor", "spice", "vqa_accuracy", "codec_fingerprint", "checkpoint",
 )
@@ -41,7 +41,7 @@ PATH_STYLE = {
     "uncompressed": {"linestyle": "--", "color": "black", "label": "uncompressed"},
 }
 TABLE_HEADERS = {
-    "point": "point", "path": "path", "images": "n", "bpp": "file bpp", "payload_bpp": "payload bpp",
+    "point": "point", "path": "path", "level": "level", "images": "n", "bpp": "file bpp", "payload_bpp": "payload bpp",
     "estimated_bpp": "est. bpp", "psnr": "PSNR",
     "ms_ssim": "MS-SSIM", "embedding_mse": "emb. MSE", "embedding_cosine": "cosine", "top1": "top-1", "top5": "top-5",
     "bleu4": "BLEU-4", "cider": "CIDEr", "meteor": "METEOR", "spice": "SPICE", "vqa_accuracy": "VQA",

@@ -327,7 +327,7 @@ class Evaluator:
         row["codec_fingerprint"] = point.fingerprint if point else None  # one codec, one Reconstruction point
         row["level"] = point.level if point else None
         row.update({name: point.info.get(name) if point else None
-                    for name in ("scenario", "rate_lambda", "quality", "checkpoint")})
+                    for name in ("scenario", "rate_lambda", "quality", "checkpoint", "neck_variant")})
         for name in MEAN_FIELDS:
             row[name] = _mean([record.get(name) for record in records])
         row.update(self._caption_scores(records, scoring, options))
