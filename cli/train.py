@@ -93,10 +93,14 @@ def check_scenario(component: Any, scenario: str) -> None:
 
     supported = component.info.scenarios
     if supported is not None and scenario not in supported:
-        raise NeckkitError(
-            f"{component_label(component)} supports scenarios {', '.join(supported)}, not {scenario} "
-            "(d3 needs Codec.synthesis_modules(); its plugin declares it with register(..., scenarios=(\"d1\", \"d2\", \"d3\")))"
-        )
+        if tuple(supported) == ("d1",):  # the codec is never trained here (e.g. a variable-rate codec)
+            hint = ("neckkit train does not train this codec; a variable-rate codec trains with neckkit train-codec, "
+                    "its neck with --scenario d1")
+        else:
+            hint = ("d3 needs Codec.synthesis_modules(); its plugin declares it with "
+                    "register(..., scenarios=(\"d1\", \"d2\", \"d3\"))")
+        raise NeckkitError(f"{component_label(component)} supports scenarios {', '.join(supported)}, not {scenario} "
+                           f"({hint})")
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -133,7 +133,9 @@ def test_a_fixed_rate_codec_with_conditioning_or_levels_is_refused_in_one_line(r
         (["--levels", "0,9"], "Error: --levels: mbt2018-mean-vbr"),  # "...-tiny has rate levels 0..7; level 9 is outside them"
         (["--levels", "1,x"], "Error: --levels takes comma-separated rate levels, e.g. 0,1,2,3; got '1,x'"),
         (["--neck-conditioning", "cross"], "Error: config: neck.conditioning"),
-        (["--scenario", "d2"], "Error: scenario d2 would train the variable-rate codec 'mbt2018-mean-vbr'"),
+        (["--scenario", "d2"], "Error: codec 'mbt2018-mean-vbr' (plugin 'neckkit.plugins.codecs') supports scenarios d1, "
+                               "not d2 (neckkit train does not train this codec; a variable-rate codec trains with "
+                               "neckkit train-codec, its neck with --scenario d1)"),
     ],
 )
 def test_bad_rate_settings_are_refused_in_one_line(runner, host, tmp_path: Path, flags: list[str], said: str) -> None:

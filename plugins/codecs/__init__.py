@@ -16,6 +16,8 @@ WEIGHTS_HELP = COMPRESSAI_OPTIONS["weights"]
 RANDOM_HELP = "real-size architecture, random weights"
 # Every built-in codec names its synthesis transform (Codec.synthesis_modules), so all train d1, d2 and d3.
 SCENARIOS = ("d1", "d2", "d3")
+# d2/d3 would train the codec at one lambda; a variable-rate codec trains with neckkit train-codec instead.
+VBR_SCENARIOS = ("d1",)
 ZOO = {
     # name: (description, qualities with CompressAI pretrained weights, tiny sizes (N, M) or (N,))
     "bmshj2018-hyperprior": ("Ballé et al. 2018 scale hyperprior (CompressAI zoo)", tuple(range(1, 9)), (16, 32)),
@@ -105,7 +107,7 @@ def register_codecs(register: RegisterCallback) -> None:
             description=description,
             tiny=True,
             tiny_weights=True,  # weights=<file> with tiny=True: a tiny model trained elsewhere
-            scenarios=SCENARIOS,
+            scenarios=VBR_SCENARIOS,
             options=VBR_ZOO_OPTIONS,
         )
     register(
@@ -115,7 +117,7 @@ def register_codecs(register: RegisterCallback) -> None:
         tiny=True,
         tiny_weights=True,
         weights_required=ELIC_VBR_NEEDS,
-        scenarios=SCENARIOS,
+        scenarios=VBR_SCENARIOS,
         options={
             "weights": "a fixed-rate ELIC checkpoint (as elic reads it; gains start at sqrt(lambda ratios)) or an "
             "elic-vbr file (its own gains)",
@@ -133,7 +135,7 @@ def register_codecs(register: RegisterCallback) -> None:
         tiny_weights=True,
         qualities=(1, 2, 3, 4),
         weights_required=TIC_VBR_NEEDS,
-        scenarios=SCENARIOS,
+        scenarios=VBR_SCENARIOS,
         options={
             "weights": "a TransTIC base_codec_<q>.pth.tar or other TIC_hp state dict, or a tic-vbr file (its own gains)",
             "quality": "1-4: which TransTIC base codec the weights file is; anchors it at the level of its lambda",
