@@ -22,7 +22,7 @@ from typing import Any
 import typer
 
 from neckkit.cli.components import build_component, check_component_options, component_options
-from neckkit.cli.inputs import check_file
+from neckkit.cli.inputs import check_file, check_latent_codec
 from neckkit.cli.report import announce_placeholders, building, print_table, stage
 from neckkit.errors import NeckkitError
 
@@ -258,6 +258,7 @@ def bench(
 ) -> None:
     """Parameters, kMAC/pixel, latency and memory of a neck vs. what it replaces (random weights by default)."""
     host = ctx.obj.host
+    check_latent_codec(host.components("codec").get(codec), "bench measures a neck on a learned codec")
     weights = str(codec_weights) if codec_weights is not None else None
     by_default = random_init is None  # random weights for what nothing else gives weights
     c_options = component_options(codec_opt, random_by_default=by_default, weights=weights, tiny=tiny,

@@ -118,6 +118,35 @@ def compress_one(codec: Any, name: str, options: dict[str, Any], fingerprint: st
     }
 
 
+def compress_image_one(codec: Any, name: str, image: Path, target: Path) -> dict[str, Any]:
+    """Compress one image with an image codec (JPEG, AVIF...: its own file bytes in the .nk) and measure its rates."""
+    from neckkit.bitstream.container import bpp, write_nk
+    from neckkit.bitstream.image_files import encode_image
+    from neckkit.bitstream.images import load_image
+
+    x = load_image(image)  # [1, 3, H, W]
+    start = time.perf_counter()
+    nk = encode_image(codec, x, name=name)
+    encode_seconds = time.perf_counter() - start
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_nk(target, nk)
+    rates = bpp(nk)
+    height, width = nk.original_size
+    return {"image": str(image), "output": str(target), "height": height, "width": width, "level": None,
+            "quality": codec.quality, "file_bytes": rates.file_bytes, "payload_bytes": rates.payload_bytes,
+            "file_bpp": rates.file_bpp, "payload_bpp": rates.payload_bpp, "estimated_bpp": None,
+            "encode_seconds": encode_seconds}
+
+
+def check_image_codec_flags(name: str, level: float | None, neck: Path | None) -> None:
+    """Refuse, before anything loads, what an image codec (no latent, no levels) cannot do."""
+    if level is not None:
+        raise UsageError(f"--level {level:g}: {name} is a traditional codec without rate levels; set its rate with "
+                         "--quality (its range: neckkit list-plugins)")
+    if neck is not None:
+        raise UsageError(f"--neck: {name} has no latent, so no neck reads it; drop --neck or --codec {name}")
+
+
 def compress(
     ctx: typer.Context,
     images: list[Path] = typer.Argument(..., help="Image files, or folders of images.", show_default=False),
@@ -135,7 +164,10 @@ def compress(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
-    """Compress images into .nk bitstreams; prints real (file), payload and estimated bits per pixel."""
+    """Compress images into .nk bitstreams; prints real (file), payload and estimated bits per pixel.
+
+    An image codec (jpeg, webp, avif, heif, jxl, vtm) stores its own file bytes; it has no estimated rate.
+    """
     from neckkit.bitstream.container import stream_fingerprint
 
     if neck is None and codec is None:
@@ -143,6 +175,10 @@ def compress(
     weights = str(codec_weights) if codec_weights is not None else None
     options = component_options(codec_opt, quality=quality, weights=weights, tiny=tiny, random_init=random_init)
     # Names, paths and kinds of files first: a mistake is reported before torch or a model loads.
+    image_codec = False
+    if codec is not None and ctx.obj.host.components("codec").get(codec).info.image_codec:
+        image_codec = True
+        check_image_codec_flags(codec, level, neck)
     if neck is not None:
         check_neck(neck)
     else:
@@ -160,20 +196,27 @@ def compress(
         raise typer.Exit(1)
     show = not as_json
     with stage(f"loading the codec of {neck}" if neck is not None else building("codec", str(codec), options), show):
-        if neck is not None:
-            name, model, stored = neck_codec(ctx.obj.host, neck, codec, weights)
-        else:
+        if image_codec:
             name, model = build_component(ctx.obj.host, "codec", codec, options)
-            stored = stored_options(options)
-        model.eval()
-        check_level(model, name, level)
-        fingerprint = stream_fingerprint(model)
+            stored, fingerprint = {"quality": model.quality}, model.fingerprint
+        else:
+            if neck is not None:
+                name, model, stored = neck_codec(ctx.obj.host, neck, codec, weights)
+            else:
+                name, model = build_component(ctx.obj.host, "codec", codec, options)
+                stored = stored_options(options)
+            model.eval()
+            check_level(model, name, level)
+            fingerprint = stream_fingerprint(model)
     results = []
     todo = [(path, targets[path]) for path in paths]
     for image, target in progress(todo, "compressing", enabled=len(todo) > 1 and show):
         try:
             with stage(f"compressing {image}", len(todo) == 1 and show):
-                result = compress_one(model, name, stored, fingerprint, image, target, level)
+                if image_codec:
+                    result = compress_image_one(model, name, image, target)
+                else:
+                    result = compress_one(model, name, stored, fingerprint, image, target, level)
             results.append(result)
         except NeckkitError as error:
             message = str(error) if str(image) in str(error) else f"{image}: {error}"
@@ -190,8 +233,8 @@ def compress(
             + ["file bpp", "payload bpp", "estimated bpp", "encode s"],
             [
                 [r["image"], r["output"], f"{r['width']}x{r['height']}"] + ([f"{r['level']:g}"] if levels else [])
-                + [f"{r['file_bpp']:.4f}", f"{r['payload_bpp']:.4f}", f"{r['estimated_bpp']:.4f}",
-                   f"{r['encode_seconds']:.3f}"]
+                + [f"{r['file_bpp']:.4f}", f"{r['payload_bpp']:.4f}",
+                   "-" if r["estimated_bpp"] is None else f"{r['estimated_bpp']:.4f}", f"{r['encode_seconds']:.3f}"]
                 for r in results
             ],
         )

@@ -12,7 +12,7 @@ import typer
 from neckkit.bitstream.decoding import MAX_DECODE_PIXELS  # noqa: F401  (imported from here before)
 from neckkit.cli.inputs import check_component, check_file, check_image_output, check_neck, check_nk_file
 from neckkit.cli.report import announce_placeholders, building, print_table, stage
-from neckkit.errors import UsageError
+from neckkit.errors import NeckkitError, UsageError
 from neckkit.host.options import build_recorded
 
 
@@ -21,6 +21,40 @@ def check_geometry(nk: Any, codec: Any, source: str) -> None:
     from neckkit.bitstream.decoding import check_plausible
 
     check_plausible(nk, codec, source=source)
+
+
+def decompress_image(host: Any, file: Path, nk: Any, output: Path | None, *, latent_only: bool,
+                     codec_weights: Path | None, as_json: bool) -> None:
+    """Decode an image codec's file (JPEG, AVIF...: its own bytes in the .nk) to ``output``; no latent exists."""
+    from neckkit.bitstream.image_files import recorded_options
+
+    name = nk.codec
+    if latent_only:
+        raise UsageError(f"{name} has no latent: it is a Reconstruction-path anchor; decompress it without --latent-only")
+    if codec_weights is not None:
+        raise UsageError(f"--codec-weights: {name} has no weights; drop it")
+    options = recorded_options(nk, source=str(file))
+    show = not as_json
+    with stage(building("codec", name, options), show):
+        from neckkit.bitstream.image_files import decode_image
+        from neckkit.bitstream.images import save_image
+
+        try:
+            name, codec = build_recorded(host, "codec", name, options, f"{file}'s header")
+        except NeckkitError as error:  # e.g. a quality outside the codec's range, or vtm without its decoder
+            raise NeckkitError(f"{file}: {error}") from None
+    with stage(f"decoding {file}", show):
+        start = time.perf_counter()
+        x_hat = decode_image(codec, nk, source=str(file), name=name)  # header and size checks, then the library
+        result: dict[str, Any] = {"file": str(file), "codec": name, "quality": codec.quality,
+                                  "decode_seconds": time.perf_counter() - start}
+        result["output"] = str(save_image(x_hat, output))
+        result["height"], result["width"] = nk.original_size
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        print_table(["field", "value"], [[key, f"{value:.3f}" if isinstance(value, float) else str(value)]
+                                         for key, value in result.items()])
 
 
 def decompress(
@@ -44,7 +78,11 @@ def decompress(
     if neck is not None:
         check_neck(neck)
     else:
-        check_component(ctx.obj.host, "codec", nk.codec)
+        component = check_component(ctx.obj.host, "codec", nk.codec)
+        if component.info.image_codec:
+            decompress_image(ctx.obj.host, file, nk, output, latent_only=latent_only,
+                             codec_weights=codec_weights, as_json=as_json)
+            return
     check_file(codec_weights, "--codec-weights")
 
     show = not as_json

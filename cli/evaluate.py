@@ -260,14 +260,15 @@ def evaluate(
         raise NeckkitError(f"--encoder {encoder} is not the encoder the necks were trained for, {encoder_name!r}")
     if codec is not None:
         from neckkit.evaluation.level_points import codec_levels
+        from neckkit.interfaces.image_codec import is_image_codec
 
         for q, options in quality_points:
             name, model = build_component(host, "codec", codec, options)
             base = f"{name} q{q}" if q is not None else name
             for at in codec_levels(model, level, f"--codec {codec}"):
                 label = unique(base if at is None else f"{base} L{at:g}", taken)
-                points.append(RatePoint(label, name, model.eval(), stored_options(options), info={"quality": q},
-                                        level=at))
+                model = model if is_image_codec(model) else model.eval()  # an image codec is no nn.Module
+                points.append(RatePoint(label, name, model, stored_options(options), info={"quality": q}, level=at))
 
     data_config = DataConfig(preprocess=preprocess)
     images = open_image_set(data, data_config, split="eval")
@@ -285,7 +286,8 @@ def evaluate(
     target = output_dir(out, points[0].label if points else "eval", overwrite)
     torch_device = device_for(World(), device)
     for point in points:
-        point.codec.to(torch_device)
+        if hasattr(point.codec, "to"):  # an image codec (JPEG, AVIF...) runs in its library, on the CPU
+            point.codec.to(torch_device)
         if point.neck is not None:
             point.neck.to(torch_device)
     encoder_model.eval().to(torch_device)

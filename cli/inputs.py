@@ -24,6 +24,7 @@ __all__ = [
     "check_file",
     "check_folder",
     "check_images",
+    "check_latent_codec",
     "check_image_output",
     "check_neck",
     "check_nk_file",
@@ -41,6 +42,14 @@ def check_component(host: PluginHost, kind: ComponentKind, name: str, options: d
     if options is not None:
         check_options(component, options)
     return component
+
+
+def check_latent_codec(component: Component, advice: str) -> None:
+    """Refuse an image codec (JPEG, AVIF...: no latent) where a latent is needed; ``advice`` ends the line."""
+    from neckkit.errors import UsageError
+
+    if component.info.image_codec:
+        raise UsageError(f"{component.name} has no latent: it is a Reconstruction-path anchor; {advice}")
 
 
 def file_kind(path: Path) -> FileKind:

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from neckkit.host.manager import PluginHost
 from neckkit.host.options import option_help
-from neckkit.host.registry import DEFAULT_SCENARIOS, KIND_PLURALS, ComponentKind, ComponentRegistry
+from neckkit.host.registry import DEFAULT_SCENARIOS, KIND_PLURALS, ComponentKind, ComponentRegistry, codec_paths
 
 # A codec registered without ``scenarios``: d3 is decided when it is built (its synthesis_modules()).
 UNDECLARED_D3 = "d3?"
@@ -31,7 +31,8 @@ def plugin_listing(host: PluginHost) -> dict[str, Any]:
 
 
 def _component_rows(registry: ComponentRegistry) -> list[dict[str, Any]]:
-    """One row per component: what it is, its factory options and, for codecs, the scenarios it supports."""
+    """One row per component: what it is, its factory options and, for codecs, the paths (``reconstruction``,
+    ``neck``) and training scenarios it supports (an image codec: the Reconstruction path, no scenario)."""
     rows = []
     for component in registry:
         info = component.info
@@ -47,7 +48,11 @@ def _component_rows(registry: ComponentRegistry) -> list[dict[str, Any]]:
             "options": option_help(info),
         }
         if component.kind == "codec":
-            row["scenarios"] = list(info.scenarios) if info.scenarios is not None else [*DEFAULT_SCENARIOS, UNDECLARED_D3]
+            row["paths"] = list(codec_paths(info))
+            if info.image_codec:
+                row["scenarios"] = []
+            else:
+                row["scenarios"] = list(info.scenarios) if info.scenarios is not None else [*DEFAULT_SCENARIOS, UNDECLARED_D3]
         rows.append(row)
     return rows
 
@@ -55,6 +60,8 @@ def _component_rows(registry: ComponentRegistry) -> list[dict[str, Any]]:
 def _tiny_cell(row: dict[str, Any]) -> str:
     if not row["tiny"]:
         return ""
+    if row.get("paths") == ["reconstruction"]:
+        return "no-op"  # an image codec has no weights
     return "yes+weights" if row["tiny_weights"] else "yes"
 
 
@@ -63,6 +70,11 @@ def _qualities_cell(qualities: list[int]) -> str:
     if len(qualities) > 2 and qualities == list(range(qualities[0], qualities[-1] + 1)):
         return f"{qualities[0]}-{qualities[-1]}"
     return ", ".join(str(q) for q in qualities)
+
+
+def _quality_range(options: dict[str, str]) -> str:
+    """An image codec's quality range, from its option help (``"0-100, higher is more bits ..."``): ``0-100``."""
+    return options.get("quality", "").partition(",")[0]
 
 
 def _render(listing: dict[str, Any], console: Console) -> None:
@@ -81,20 +93,24 @@ def _render(listing: dict[str, Any], console: Console) -> None:
         table = Table(title=KIND_PLURALS[kind].capitalize(), title_justify="left")
         table.add_column("name", no_wrap=True)
         table.add_column("tiny", no_wrap=True)
-        if kind == "codec":  # only codecs have scenarios and quality levels
+        if kind == "codec":  # only codecs have scenarios and quality levels (an image codec: its quality range)
             table.add_column("scenarios", no_wrap=True)
             table.add_column("qualities", no_wrap=True)
         table.add_column("description")
         for row in rows:
             cells = [row["name"], _tiny_cell(row)]
             if kind == "codec":
-                cells += [",".join(row["scenarios"]), _qualities_cell(row["qualities"])]
+                qualities = _quality_range(row["options"]) if row["paths"] == ["reconstruction"] else _qualities_cell(
+                    row["qualities"])
+                cells += [",".join(row["scenarios"]) or "-", qualities]
             table.add_row(*cells, row["description"])
         console.print(table)
-        for row in rows:  # who registered each, its aliases, factory options and known weights: one line each
+        for row in rows:  # who registered each, its aliases, options, paths (codecs) and known weights: one line each
             line = f"  {row['name']} (plugin {row['plugin']}"
             line += f"; aliases {', '.join(row['aliases'])})" if row["aliases"] else ")"
             line += f" options: {', '.join(row['options']) or 'none'}"
+            if "paths" in row:
+                line += f"; paths: {', '.join(row['paths'])}"
             if row["pretrained"]:
                 line += f"; pretrained tags / hub ids: {', '.join(row['pretrained'])}"
             console.print(line, highlight=False, markup=False)

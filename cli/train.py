@@ -15,7 +15,7 @@ from neckkit.cli.components import (
     component_options,
     stored_options,
 )
-from neckkit.cli.inputs import check_file, check_folder, check_neck
+from neckkit.cli.inputs import check_file, check_folder, check_latent_codec, check_neck
 from neckkit.cli.report import announce_placeholders, building, progress_enabled, stage
 from neckkit.errors import NeckkitError, UsageError
 
@@ -294,6 +294,7 @@ def train(
     c_options = component_options(codec_opt, quality=quality, weights=weights, tiny=tiny, random_init=random_init)
     e_options = component_options(encoder_opt, weights=encoder_weights, tiny=tiny, random_init=random_init)
     codec_component, encoder_component = host.components("codec").get(codec), host.components("encoder").get(encoder)
+    check_latent_codec(codec_component, "train a neck on a learned codec")
     configured = configured_entry_layer(config_data(config_file, tiny, scenario, rate_lambda, max_steps, overrides))
     e_options, entry_layer = reconcile_entry_layer(encoder_component, e_options, configured)
     check_component_options(host, "codec", codec, c_options)  # before anything loads

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 
 from neckkit.cli.components import build_component, check_component_options, component_options, stored_options
-from neckkit.cli.inputs import check_file, check_folder
+from neckkit.cli.inputs import check_file, check_folder, check_latent_codec
 from neckkit.cli.report import announce_placeholders, building, print_table, progress_enabled, stage
 from neckkit.errors import NeckkitError, UsageError
 
@@ -140,6 +140,7 @@ def train_codec(
 
     host = ctx.obj.host
     options = component_options(codec_opt, weights=str(weights) if weights else None, tiny=tiny, random_init=random_init)
+    check_latent_codec(host.components("codec").get(codec), "train-codec trains learned codecs")
     check_component_options(host, "codec", codec, options)  # before anything loads
     check_file(weights, "--weights")
     check_folder(data, "--data")

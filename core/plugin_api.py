@@ -43,6 +43,7 @@ if TYPE_CHECKING:
         MLLM,
         Analysis,
         Codec,
+        ImageCodec,
         LatentPayload,
         VariableRateCodec,
         VisualEncoder,
@@ -72,6 +73,7 @@ if TYPE_CHECKING:
 _LAZY: dict[str, tuple[str, str]] = {
     # the component interfaces
     "Codec": ("neckkit.interfaces.codec", "Codec"),
+    "ImageCodec": ("neckkit.interfaces.image_codec", "ImageCodec"),
     "Analysis": ("neckkit.interfaces.codec", "Analysis"),
     "LatentPayload": ("neckkit.interfaces.codec", "LatentPayload"),
     "VariableRateCodec": ("neckkit.interfaces.codec", "VariableRateCodec"),
@@ -180,6 +182,7 @@ __all__ = [
     "BoundedRansDecoder",
     "Codec",
     "CompressAICodec",
+    "ImageCodec",
     "LatentPayload",
     "NeckkitError",
     "PluginError",

@@ -55,13 +55,14 @@ def test_list_plugins_json_has_exactly_the_documented_shape(runner: CliRunner, t
             "qualities": [],
             "pretrained": [],
             "options": toy_codec["options"],
+            "paths": ["reconstruction", "neck"],
             "scenarios": toy_codec["scenarios"],
         }
     ]
     assert {"channels", "tiny"} <= set(toy_codec["options"]) and "d1" in toy_codec["scenarios"]
     assert [row["name"] for row in listing["components"]["encoders"] if row["plugin"] == "neckkit-toy"] == ["toy-vit"]
     fields = {"name", "plugin", "description", "aliases", "tiny", "tiny_weights", "qualities", "pretrained", "options"}
-    assert all(set(row) == fields | {"scenarios"} for row in listing["components"]["codecs"])
+    assert all(set(row) == fields | {"paths", "scenarios"} for row in listing["components"]["codecs"])
     assert all(set(row) == fields for kind in ("encoders", "mllms") for row in listing["components"][kind])
     assert [row["name"] for row in listing["components"]["mllms"] if row["plugin"] == "neckkit-toy"] == ["toy-mllm"]
     assert listing["failed"] == []

@@ -400,10 +400,15 @@ def test_list_plugins_shows_scenarios_options_and_weights_facts(runner, host) ->
         "qualities": [1, 2, 3, 4, 5, 6, 7, 8],
         "pretrained": [],
         "options": codecs["bmshj2018-hyperprior"]["options"],
+        "paths": ["reconstruction", "neck"],
         "scenarios": ["d1", "d2", "d3"],
     }
     assert list(codecs["bmshj2018-hyperprior"]["options"]) == ["quality", "random_init", "tiny", "weights"]
-    assert all(row["scenarios"] == ["d1", "d2", "d3"] for row in codecs.values())
+    learned = [row for row in codecs.values() if row["paths"] == ["reconstruction", "neck"]]
+    assert all(row["scenarios"] == (["d1"] if row["name"].endswith("-vbr") else ["d1", "d2", "d3"]) for row in learned)
+    anchors = [row for row in codecs.values() if row["paths"] == ["reconstruction"]]  # no latent: nothing to train
+    assert {row["name"] for row in anchors} == {"jpeg", "webp", "avif", "heif", "jxl", "vtm"}
+    assert all(row["scenarios"] == [] and row["qualities"] == [] for row in anchors)
     assert (codecs["tic"]["tiny_weights"], codecs["tic"]["qualities"]) == (False, [1, 2, 3, 4])
     encoders = {row["name"]: row for row in listing["components"]["encoders"]}
     assert encoders["clip-l"]["pretrained"] == ["openai/clip-vit-large-patch14"]

@@ -84,6 +84,60 @@ def test_hookimpl_register_callback_and_lazy_factory(bare_host: PluginHost) -> N
         api.lazy_factory("no_colon")
 
 
+class _PngCodec(api.ImageCodec):
+    """A third-party image codec: lossless PNG, quality = zlib level."""
+
+    name, quality_range, default_quality = "png-anchor", (0, 9), 6
+    library = "pillow png"
+
+    def encode(self, x: torch.Tensor) -> bytes:
+        import io
+
+        from neckkit.bitstream.images import tensor_to_image
+
+        buffer = io.BytesIO()
+        tensor_to_image(x).save(buffer, format="PNG", compress_level=self.quality)
+        return buffer.getvalue()
+
+    def decode(self, data: bytes, size: tuple[int, int] | None = None) -> torch.Tensor:
+        import io
+
+        from PIL import Image
+
+        from neckkit.bitstream.images import image_to_tensor
+
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
+            return image_to_tensor(image)
+
+
+class _ImageCodecPlugin:
+    @staticmethod
+    @api.hookimpl
+    def register_codecs(register: api.RegisterCallback) -> None:
+        register("png-anchor", lambda quality=None, tiny=False: _PngCodec(quality), description="PNG, lossless",
+                 image_codec=True, tiny=True, options={"quality": "zlib level 0-9"})
+        register("not-an-image-codec", lambda tiny=False: object(), description="claims image_codec", image_codec=True,
+                 tiny=True)
+
+
+def test_an_image_codec_plugin_round_trips_through_the_nk_container(bare_host: PluginHost) -> None:
+    from neckkit.bitstream.image_files import decode_image, encode_image
+    from neckkit.bitstream.nk_format import decode_nk, encode_nk
+
+    assert bare_host.register(_ImageCodecPlugin(), "anchors", "1.0")
+    codecs = bare_host.components("codec")
+    codec = codecs.get("png-anchor").build(quality=9, tiny=True)  # tiny is a no-op and combines with quality
+    assert isinstance(codec, api.ImageCodec) and (codec.quality, len(codec.fingerprint)) == (9, 16)
+    x = torch.rand(1, 3, 7, 5)
+    nk = decode_nk(encode_nk(encode_image(codec, x)))
+    assert (nk.options, nk.shape, tuple(nk.padding), nk.original_size) == ({"quality": 9}, (), (0, 0, 0, 0), (7, 5))
+    assert torch.equal(decode_image(codec, nk), (x * 255).round() / 255)  # lossless at 8 bits
+    with pytest.raises(api.NeckkitError, match=r"png-anchor: quality must be an integer in 0\.\.9, got 10"):
+        _PngCodec(10)
+    with pytest.raises(api.NeckkitError, match="registered as an image codec .* but its factory built object"):
+        codecs.get("not-an-image-codec").build()
+
+
 def test_read_weights_reads_tensors_and_refuses_code(tmp_path: Path) -> None:
     path = tmp_path / "ok.pt"
     torch.save({"w": torch.ones(2)}, path)

@@ -159,7 +159,8 @@ def curves(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         key = series_key(row)
         fingerprint = row.get("codec_fingerprint")
         if row["path"] == "reconstruction" and fingerprint is not None:
-            point = (key, fingerprint, row.get("level"))  # a variable-rate codec: one point per level
+            # A variable-rate codec: one point per level; an image codec (one library fingerprint): per quality.
+            point = (key, fingerprint, row.get("level"), row.get("quality"))
             if point in seen:
                 continue
             seen.add(point)

@@ -54,7 +54,9 @@ class RatePoint:
     def __post_init__(self) -> None:
         from neckkit.bitstream.container import stream_fingerprint
 
-        self.fingerprint = stream_fingerprint(self.codec)
+        from neckkit.interfaces.image_codec import is_image_codec
+
+        self.fingerprint = self.codec.fingerprint if is_image_codec(self.codec) else stream_fingerprint(self.codec)
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -134,6 +136,12 @@ class Evaluator:
             self._check_widths(point)
 
     def _check_widths(self, point: RatePoint) -> None:
+        from neckkit.interfaces.image_codec import is_image_codec
+
+        if is_image_codec(point.codec):
+            if point.neck is not None:
+                raise NeckkitError(f"rate point {point.label!r}: {point.codec_name} has no latent for a neck to read")
+            return
         neck = point.neck
         if neck is not None and (neck.width != self.encoder.width or neck.latent_channels != point.codec.latent_channels):
             raise NeckkitError(
@@ -217,7 +225,11 @@ class Evaluator:
         from neckkit.interfaces.codec import LatentPayload, at_level, compress_with_analysis
         from neckkit.training.neck_path import bits_per_item
 
+        from neckkit.interfaces.image_codec import is_image_codec
+
         first, codec = group[0], group[0].codec
+        if is_image_codec(codec):
+            return self._image_codec_records(group, keys, images, reference)
         padded, padding = pad_to_multiple(images, codec.pad_multiple)
         with at_level(codec, first.level) as level:
             analysis = codec.analyze(padded)  # once: its likelihoods give estimated_bpp, its latents are coded
@@ -263,6 +275,37 @@ class Evaluator:
                     tokens[rows], prompts, start=start, **self.tasks.generation))
             records.extend(neck)
         return records
+
+    def _image_codec_records(self, group: list[RatePoint], keys: list[str], images: Tensor,
+                             reference: Tensor) -> list[dict[str, Any]]:
+        """The Reconstruction path of an image codec (JPEG, AVIF, VTM...): each image coded to its own file's bytes
+        in a ``.nk``, parsed back and decoded by the library; no latent, no estimated rate."""
+        from neckkit.bitstream.container import bpp, decode_nk, encode_nk
+        from neckkit.bitstream.image_files import decode_image, encode_image
+        from neckkit.evaluation.image_quality import ms_ssim, psnr
+
+        first, codec = group[0], group[0].codec
+        decoded, rates = [], []
+        for i, key in enumerate(keys):
+            source = f"{key} at {first.label}"
+            nk = decode_nk(encode_nk(encode_image(codec, images[i : i + 1].cpu(), name=first.codec_name)),
+                           source=source)  # the bytes a device sends
+            decoded.append(decode_image(codec, nk, source=source, name=first.codec_name).to(images.device))
+            rates.append(bpp(nk))
+        x_hat = torch.cat(decoded).clamp(0, 1)  # [B, 3, H, W]
+        embeddings = self.encoder.encode(self.encoder.preprocess(x_hat))  # [B, D]
+        reconstruction = [{"image": key, "bpp": rates[i].file_bpp, "payload_bpp": rates[i].payload_bpp,
+                           "estimated_bpp": None, "path": "reconstruction",
+                           "psnr": psnr(images[i : i + 1], x_hat[i : i + 1]),
+                           "ms_ssim": ms_ssim(images[i : i + 1], x_hat[i : i + 1]),
+                           **self._embedding_scores(key, embeddings[i : i + 1], reference[i : i + 1])}
+                          for i, key in enumerate(keys)]
+        mllm = self.tasks.mllm
+        if mllm is not None:
+            pixels = mllm.visual_encoder.preprocess(x_hat)
+            self._mllm_scores(reconstruction, lambda rows, prompts: mllm.generate_from_pixels(
+                pixels[rows], prompts, **self.tasks.generation))
+        return [{"image": record["image"], "point": point.label, **record} for point in group for record in reconstruction]
 
     def _embedding_scores(self, key: str, embedding: Tensor, reference: Tensor) -> dict[str, Any]:
         mse, cosine = embedding_error(embedding, reference)

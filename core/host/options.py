@@ -11,7 +11,7 @@ Rules (:data:`RULES` states them as text, for docs and ``neckkit list-plugins``)
 
 - ``tiny`` + ``random_init``: refused; ``random_init`` + ``weights``: refused;
 - ``tiny`` + ``weights``: refused unless the component registered ``tiny_weights=True``;
-- ``tiny`` + ``quality``: refused (every quality would be the same random model);
+- ``tiny`` + ``quality``: refused (every quality would be the same random model), except for an image codec;
 - ``quality`` not among the registered ``qualities`` (when some are registered): refused;
 - ``seed`` without ``tiny`` or ``random_init``: refused;
 - no weight source (``weights``, ``quality``, ``tiny``, ``random_init``) for a component that registered
@@ -27,6 +27,7 @@ Rules (:data:`RULES` states them as text, for docs and ``neckkit list-plugins``)
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -96,7 +97,8 @@ RULES: tuple[str, ...] = (
     "tiny and random_init exclude each other",
     "random_init and weights exclude each other",
     "tiny and weights exclude each other unless the component registered tiny_weights=True",
-    "tiny and quality exclude each other (every quality would be the same random model)",
+    "tiny and quality exclude each other (every quality would be the same random model), except for an image codec "
+    "(image_codec=True), which has no weights and ignores tiny",
     "quality must be one of the registered qualities, when the component registers some",
     "seed needs tiny or random_init",
     "a component that registered weights_required needs one of weights, quality, tiny or random_init",
@@ -161,7 +163,7 @@ def _check_combinations(component: Component, options: Mapping[str, Any]) -> Non
             component,
             f"--tiny and {_flag('weights', kind)} exclude each other (its tiny architecture loads no weights)",
         )
-    if tiny and quality:
+    if tiny and quality and not info.image_codec:  # an image codec has no weights: its tiny is a no-op
         raise _refuse(
             component, "--tiny and --quality exclude each other (a tiny model is the same random model at every quality)"
         )
@@ -230,25 +232,39 @@ def build(component: Component, options: Mapping[str, Any]) -> Any:
     A lazy factory's target is compared with the declared options first (registration could not import it).
     """
     from neckkit.host.factories import signature_problem
+    from neckkit.host.placeholders import record
     from neckkit.loading.weights import seeded_init
 
-    from neckkit.host.placeholders import record
-
     factory_options, seed = check_options(component, options)
-    record(component.kind, component.name, options)
+    if not component.info.image_codec:  # an image codec's tiny is a no-op: it has no random weights
+        record(component.kind, component.name, options)
     token = _BUILDING.set(component)
     try:
         problem = signature_problem(component.factory, option_help(component.info), resolve=True)
         if problem is not None:
             raise _refuse(component, problem)
         with seeded_init(seed):
-            return _call_factory(component, factory_options)
+            built = _call_factory(component, factory_options)
+        _check_image_codec(component, built)
+        return built
     except NeckkitError:
         raise
     except Exception as error:  # a plugin's bug or an unhonoured option: say whose
         raise NeckkitError(f"{component_label(component)} failed to build: {describe_error(error)}") from error
     finally:
         _BUILDING.reset(token)
+
+
+def _check_image_codec(component: Component, built: Any) -> None:
+    """Refuse a codec whose factory built the other kind than it registered (``image_codec``)."""
+    if component.kind != "codec":
+        return
+    image_codecs = sys.modules.get("neckkit.interfaces.image_codec")  # not imported: nothing built is one
+    is_image = image_codecs is not None and isinstance(built, image_codecs.ImageCodec)
+    if is_image != component.info.image_codec:
+        registered = "an image codec (image_codec=True)" if component.info.image_codec else "a learned codec"
+        got = "an ImageCodec" if is_image else type(built).__name__
+        raise _refuse(component, f"registered as {registered}, but its factory built {got}")
 
 
 def _call_factory(component: Component, options: Mapping[str, Any]) -> Any:

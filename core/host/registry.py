@@ -115,6 +115,14 @@ class ComponentInfo(BaseModel):
         "Codec.synthesis_modules() (d3 freezes its synthesis transform), as for plugins written before this field.",
     )
 
+    image_codec: bool = Field(
+        False,
+        description="Codecs only: the factory builds an ImageCodec (neckkit.interfaces.image_codec), a traditional "
+        "codec with no latent (JPEG, AVIF, VTM...): it serves the Reconstruction path only, so train, bench and the "
+        "neck path refuse it; `tiny` is a no-op for it and may come with `quality`. Default False: a learned Codec, "
+        "both paths.",
+    )
+
     @field_validator("description")
     @classmethod
     def _one_line(cls, value: str) -> str:
@@ -148,7 +156,17 @@ class ComponentInfo(BaseModel):
             raise ValueError("options declare 'tiny': register with tiny=True")
         if self.qualities and "quality" not in declared:
             raise ValueError("qualities are given: declare the 'quality' option in options")
+        if self.image_codec and (self.scenarios is not None or self.tiny_weights):
+            raise ValueError("an image codec has no latent or weights: do not declare scenarios or tiny_weights")
         return self
+
+
+CodecPath = Literal["reconstruction", "neck"]
+
+
+def codec_paths(info: ComponentInfo) -> tuple[CodecPath, ...]:
+    """The paths a codec serves: ``("reconstruction",)`` for an image codec, else ``("reconstruction", "neck")``."""
+    return ("reconstruction",) if info.image_codec else ("reconstruction", "neck")
 
 
 @dataclass(frozen=True)

@@ -10,16 +10,19 @@ from neckkit.interfaces.codec import (
     is_variable_rate,
 )
 from neckkit.interfaces.encoder import VisualEncoder
+from neckkit.interfaces.image_codec import ImageCodec, is_image_codec
 from neckkit.interfaces.mllm import MLLM
 
 __all__ = [
     "MLLM",
     "Analysis",
     "Codec",
+    "ImageCodec",
     "LatentPayload",
     "VariableRateCodec",
     "VisualEncoder",
     "at_level",
     "estimated_bits",
+    "is_image_codec",
     "is_variable_rate",
 ]

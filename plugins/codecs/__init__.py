@@ -3,13 +3,15 @@
 ``elic``: ELIC (CompressAI's ``Elic2022Chandelier``, the re-implementation the paper
 used, or ``Elic2022Official``) and CompressAI zoo models; ``tic``: TIC's hyperprior variant on
 Swin-transformer stages. Variable-rate codecs (rate levels, ``at_level``): CompressAI's three ``*-vbr``
-zoo models, and ``elic-vbr`` / ``tic-vbr`` (QVRF gains on ELIC and TIC). The factories are lazy, so
-listing codecs never imports torch.
+zoo models, and ``elic-vbr`` / ``tic-vbr`` (QVRF gains on ELIC and TIC). Traditional anchors without a
+latent (:mod:`neckkit.plugins.codecs.traditional`): ``jpeg``, ``webp``, ``avif``, ``heif``, ``jxl``, ``vtm``.
+The factories are lazy, so listing codecs never imports torch.
 """
 
 from __future__ import annotations
 
 from neckkit.plugin_api import COMPRESSAI_OPTIONS, RegisterCallback, compressai_factory, hookimpl, lazy_factory
+from neckkit.plugins.codecs.traditional import register_traditional_codecs
 
 TINY_HELP = "tiny widths, random init (tests, quick start)"
 WEIGHTS_HELP = COMPRESSAI_OPTIONS["weights"]
@@ -144,3 +146,4 @@ def register_codecs(register: RegisterCallback) -> None:
             "anchor_level": ANCHOR_HELP + ", or quality's level",
         },
     )
+    register_traditional_codecs(register)
