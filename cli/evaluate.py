@@ -150,6 +150,34 @@ def read_image(images: Any, index: int, full_size: bool) -> Any:
     return item[0].unsqueeze(0)  # [1, 3, crop, crop]
 
 
+def target_points(host: Any, codec: str, options: dict[str, Any], targets: list[float], images: Any,
+                  indices: list[int], full_size: bool, points: list[Any], taken: set[str]) -> list[dict[str, Any]]:
+    """Rate points of image codec ``codec`` at the qualities nearest each target bpp (``--target-bpp``).
+
+    Adds one point per distinct quality to ``points``; returns what each target got (eval.json ``rate_targets``)
+    and says on stderr which targets are out of the codec's reach.
+    """
+    from neckkit.evaluation.sweep import RatePoint
+    from neckkit.evaluation.target_rate import qualities_for_targets
+
+    name, model = build_component(host, "codec", codec, options)
+    crops = []
+    for index in indices:
+        try:
+            crops.append(read_image(images, index, full_size))
+        except NeckkitError:
+            continue  # counted as a read failure by the evaluation itself
+    chosen = qualities_for_targets(model, crops, targets, name)
+    for quality in dict.fromkeys(target.quality for target in chosen):
+        built_name, built = build_component(host, "codec", codec, {**options, "quality": quality})
+        points.append(RatePoint(unique(f"{built_name} q{quality}", taken), built_name, built,
+                                stored_options({**options, "quality": quality}), info={"quality": quality}))
+    for target in chosen:
+        if target.note is not None:
+            typer.echo(f"Notice: --target-bpp {target.target:g}: {target.note}", err=True)
+    return [target.as_dict() for target in chosen]
+
+
 def bd_lines(entries: list[dict[str, Any]], method: str, unit: str) -> list[str]:
     """What the screen says about BD deltas: one line per comparison with a number, then each refusal once."""
     lines, refused = [], {}
@@ -196,6 +224,9 @@ def evaluate(
     level: list[float] | None = typer.Option(
         None, "--level", "-l", help="Rate level of variable-rate codecs to evaluate (repeat; default: every level "
         "each neck was trained on, every level of --codec); a per-level neck keeps its own level."),
+    target_bpp: list[str] | None = typer.Option(
+        None, "--target-bpp", help="With an image --codec (jpeg, avif, ...): the qualities whose payload bpp on these "
+        "images lands nearest each target (repeat or comma-separate, e.g. 0.05,0.1,0.2,0.4), instead of --quality."),
     anchor: list[str] | None = typer.Option(None, "--anchor", help="Curve to compute BD-rates against too, e.g. neck/d1/tic (repeat)."),
     rate: str = typer.Option("payload", "--rate", help="Rate axis of plots and BD-rates: payload (entropy-coded "
                              "bytes), file (the whole .nk file) or estimated (likelihoods, the paper's)."),
@@ -213,6 +244,16 @@ def evaluate(
         raise UsageError("--captions and --questions are answered by an MLLM: pass --mllm NAME")
     if quality and codec is None:
         raise UsageError("--quality needs --codec NAME")
+    targets: list[float] = []
+    if target_bpp:
+        from neckkit.evaluation.target_rate import parse_targets
+
+        if codec is None or quality:
+            raise UsageError("--target-bpp chooses the qualities of --codec NAME: pass --codec, and no --quality")
+        if not ctx.obj.host.components("codec").get(codec).info.image_codec:
+            raise UsageError(f"--target-bpp picks qualities of an image codec (jpeg, webp, avif, heif, jxl, vtm); "
+                             f"{codec!r} is a learned codec: pass its --quality or --level values")
+        targets = parse_targets(target_bpp)
     if not neck and codec is None:
         raise UsageError("nothing to evaluate: pass --neck CKPT (repeatable) and/or --codec NAME --quality Q")
     host, taken = ctx.obj.host, set()
@@ -262,7 +303,7 @@ def evaluate(
         from neckkit.evaluation.level_points import codec_levels
         from neckkit.interfaces.image_codec import is_image_codec
 
-        for q, options in quality_points:
+        for q, options in ([] if targets else quality_points):
             name, model = build_component(host, "codec", codec, options)
             base = f"{name} q{q}" if q is not None else name
             for at in codec_levels(model, level, f"--codec {codec}"):
@@ -275,6 +316,9 @@ def evaluate(
     root = data if data is not None else Path(images.paths[0]).parent
     indices = list(range(len(images)))[:limit]
     keys = [Path(images.paths[i]).relative_to(root).as_posix() for i in indices]
+    rate_targets: list[dict[str, Any]] = []
+    if targets:  # the qualities that land nearest each target bpp, on the images evaluated below
+        rate_targets = target_points(host, codec, quality_points[0][1], targets, images, indices, full_size, points, taken)
     tasks = annotation_tasks(images, indices, keys, captions, questions)
     tasks.generation = {"max_new_tokens": max_new_tokens}
     mllm_name = None
@@ -346,6 +390,7 @@ def evaluate(
         "bd_method": {"primary": PRIMARY, "methods": list(METHODS),
                       "note": "pchip: bjontegaard package (Hermite); cubic: VCEG-M33 cubic polynomial fit (MPEG-style)"},
         "bd_rates": bd_table(rows, axis.field, list(anchor or []), unit=axis.unit),
+        "rate_targets": rate_targets,
         "failures": failures,
         "records": evaluator.records,
         "batch_size": batch_size,
