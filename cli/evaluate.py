@@ -305,10 +305,10 @@ def evaluate(
 
         for q, options in ([] if targets else quality_points):
             name, model = build_component(host, "codec", codec, options)
+            model = model if is_image_codec(model) else model.eval()  # an image codec is no nn.Module
             base = f"{name} q{q}" if q is not None else name
             for at in codec_levels(model, level, f"--codec {codec}"):
                 label = unique(base if at is None else f"{base} L{at:g}", taken)
-                model = model if is_image_codec(model) else model.eval()  # an image codec is no nn.Module
                 points.append(RatePoint(label, name, model, stored_options(options), info={"quality": q}, level=at))
 
     data_config = DataConfig(preprocess=preprocess)

@@ -162,9 +162,22 @@ def decode_latent(codec: Codec, nk: NkFile, *, source: str | None = None,
     left, right, top, bottom = nk.padding
     expected = [1, int(codec.latent_channels), (height + top + bottom) // codec.stride,
                 (width + left + right) // codec.stride]
-    if not isinstance(y_hat, torch.Tensor) or list(y_hat.shape) != expected:
-        shape = list(y_hat.shape) if isinstance(y_hat, torch.Tensor) else type(y_hat).__name__
-        raise NeckkitError(f"{prefix}the codec decoded a latent of shape {shape}, expected {expected}")
-    if not bool(torch.isfinite(y_hat).all()):
-        raise NeckkitError(f"{prefix}the decoded latent holds values that are not finite: the stream is damaged")
+    check_decoded(y_hat, expected, prefix=prefix, decoder="the codec", noun="latent",
+                  damaged=": the stream is damaged")
     return y_hat
+
+
+def check_decoded(value: object, expected: list[int], *, prefix: str, decoder: str, noun: str, damaged: str = "") -> None:
+    """Refuse, in one line, a decoder's result that is not a finite tensor of shape ``expected``.
+
+    The messages read ``<prefix><decoder> decoded a <noun> of shape ..., expected ...`` and ``<prefix>the decoded
+    <noun> holds values that are not finite<damaged>``.
+    """
+    import torch
+
+    if not isinstance(value, torch.Tensor) or list(value.shape) != expected:
+        shape = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        article = "an" if noun[0] in "aeiou" else "a"
+        raise NeckkitError(f"{prefix}{decoder} decoded {article} {noun} of shape {shape}, expected {expected}")
+    if not bool(torch.isfinite(value).all()):
+        raise NeckkitError(f"{prefix}the decoded {noun} holds values that are not finite{damaged}")

@@ -87,7 +87,7 @@ def decode_image(codec: ImageCodec, nk: NkFile, *, source: str | None = None, na
     stream's own header declares (:meth:`~neckkit.interfaces.image_codec.ImageCodec.declared_size`) against
     ``original_size``, before the decoder runs; then the decoded image's shape and values.
     """
-    import torch
+    from neckkit.bitstream.decoding import check_decoded
 
     prefix, name = _prefix(source), name or codec.name
     _check_header(nk, name, prefix, max_image_pixels() if max_pixels is None else max_pixels)
@@ -107,10 +107,5 @@ def decode_image(codec: ImageCodec, nk: NkFile, *, source: str | None = None, na
         raise NeckkitError(f"{prefix}{error}") from None
     except Exception as error:  # the decoder library's exception on a damaged stream, one line
         raise NeckkitError(f"{prefix}{name} decoding failed ({describe_error(error)})") from None
-    expected = [1, 3, height, width]
-    if not isinstance(x_hat, torch.Tensor) or list(x_hat.shape) != expected:
-        shape = list(x_hat.shape) if isinstance(x_hat, torch.Tensor) else type(x_hat).__name__
-        raise NeckkitError(f"{prefix}{name} decoded an image of shape {shape}, expected {expected}")
-    if not bool(torch.isfinite(x_hat).all()):
-        raise NeckkitError(f"{prefix}the decoded image holds values that are not finite")
+    check_decoded(x_hat, [1, 3, height, width], prefix=prefix, decoder=name, noun="image")
     return x_hat

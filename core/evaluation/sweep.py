@@ -94,13 +94,6 @@ def zero_shot_hits(embedding: Tensor, classifier: Tensor, label: int) -> tuple[f
     return float(ranked[0].item() == label), top5
 
 
-def neck_tokens(neck: TransformNeck, y_hat: Tensor, level: float | None) -> Tensor:
-    """The neck's tokens for a batch coded at ``level`` (given to the neck only for a variable-rate codec)."""
-    if level is None:
-        return neck(y_hat)
-    return neck(y_hat, level=torch.full((y_hat.shape[0],), float(level), device=y_hat.device))
-
-
 def _mean(values: list[float | None]) -> float | None:
     present = [value for value in values if value is not None]
     return sum(present) / len(present) if present else None
@@ -221,11 +214,9 @@ class Evaluator:
         """The batch through one codec: real files, the Reconstruction path, then each point's neck."""
         from neckkit.bitstream.container import NkFile, bpp, decode_nk, encode_nk
         from neckkit.bitstream.padding import crop_padding, pad_to_multiple
-        from neckkit.evaluation.image_quality import ms_ssim, psnr
         from neckkit.interfaces.codec import LatentPayload, at_level, compress_with_analysis
-        from neckkit.training.neck_path import bits_per_item
-
         from neckkit.interfaces.image_codec import is_image_codec
+        from neckkit.training.neck_path import bits_per_item
 
         first, codec = group[0], group[0].codec
         if is_image_codec(codec):
@@ -248,25 +239,19 @@ class Evaluator:
                 strings=[[item.strings[s][0] for item in decoded] for s in range(len(decoded[0].strings))],
                 shape=decoded[0].shape)).to(self.device)
         x_hat = crop_padding(codec.synthesize(y_hat), padding).clamp(0, 1)  # [B, 3, H, W]
-        embeddings = self.encoder.encode(self.encoder.preprocess(x_hat))  # [B, D]
-        shared, reconstruction = [], []
+        shared = []
         for i, (key, nk) in enumerate(zip(keys, files, strict=True)):
             rates = bpp(nk)
             shared.append({"image": key, "bpp": rates.file_bpp, "payload_bpp": rates.payload_bpp,
                            "estimated_bpp": float(estimated[i]) / rates.pixels})
-            reconstruction.append({**shared[i], "path": "reconstruction", "psnr": psnr(images[i : i + 1], x_hat[i : i + 1]),
-                                   "ms_ssim": ms_ssim(images[i : i + 1], x_hat[i : i + 1]),
-                                   **self._embedding_scores(key, embeddings[i : i + 1], reference[i : i + 1])})
+        reconstruction = self._reconstruction_records(shared, images, x_hat, reference)
         mllm = self.tasks.mllm
-        if mllm is not None:
-            pixels = mllm.visual_encoder.preprocess(x_hat)
-            self._mllm_scores(reconstruction, lambda rows, prompts: mllm.generate_from_pixels(pixels[rows], prompts, **self.tasks.generation))
         records = []
         for point in group:
             records.extend({"image": record["image"], "point": point.label, **record} for record in reconstruction)
             if point.neck is None:
                 continue
-            tokens = neck_tokens(point.neck, y_hat, level)  # [B, T, width] entering block entry_layer
+            tokens = point.neck(y_hat, level=level)  # [B, T, width] entering block entry_layer (level: None, fixed-rate)
             embeddings = self.encoder.encode_from(tokens, point.entry_layer)  # [B, D]
             neck = [{"image": key, "point": point.label, **shared[i], "path": "neck",
                      **self._embedding_scores(key, embeddings[i : i + 1], reference[i : i + 1])} for i, key in enumerate(keys)]
@@ -282,30 +267,37 @@ class Evaluator:
         in a ``.nk``, parsed back and decoded by the library; no latent, no estimated rate."""
         from neckkit.bitstream.container import bpp, decode_nk, encode_nk
         from neckkit.bitstream.image_files import decode_image, encode_image
-        from neckkit.evaluation.image_quality import ms_ssim, psnr
 
         first, codec = group[0], group[0].codec
-        decoded, rates = [], []
+        decoded, shared = [], []
         for i, key in enumerate(keys):
             source = f"{key} at {first.label}"
             nk = decode_nk(encode_nk(encode_image(codec, images[i : i + 1].cpu(), name=first.codec_name)),
                            source=source)  # the bytes a device sends
             decoded.append(decode_image(codec, nk, source=source, name=first.codec_name).to(images.device))
-            rates.append(bpp(nk))
+            rates = bpp(nk)
+            shared.append({"image": key, "bpp": rates.file_bpp, "payload_bpp": rates.payload_bpp, "estimated_bpp": None})
         x_hat = torch.cat(decoded).clamp(0, 1)  # [B, 3, H, W]
+        reconstruction = self._reconstruction_records(shared, images, x_hat, reference)
+        return [{"image": record["image"], "point": point.label, **record} for point in group for record in reconstruction]
+
+    def _reconstruction_records(self, shared: list[dict[str, Any]], images: Tensor, x_hat: Tensor,
+                                reference: Tensor) -> list[dict[str, Any]]:
+        """One Reconstruction record per image: its rates (``shared``), the decoded image's PSNR and MS-SSIM,
+        the encoder's embedding scores of ``x_hat`` [B, 3, H, W] and, with an MLLM, its answers about it."""
+        from neckkit.evaluation.image_quality import ms_ssim, psnr
+
         embeddings = self.encoder.encode(self.encoder.preprocess(x_hat))  # [B, D]
-        reconstruction = [{"image": key, "bpp": rates[i].file_bpp, "payload_bpp": rates[i].payload_bpp,
-                           "estimated_bpp": None, "path": "reconstruction",
-                           "psnr": psnr(images[i : i + 1], x_hat[i : i + 1]),
+        reconstruction = [{**rates, "path": "reconstruction", "psnr": psnr(images[i : i + 1], x_hat[i : i + 1]),
                            "ms_ssim": ms_ssim(images[i : i + 1], x_hat[i : i + 1]),
-                           **self._embedding_scores(key, embeddings[i : i + 1], reference[i : i + 1])}
-                          for i, key in enumerate(keys)]
+                           **self._embedding_scores(rates["image"], embeddings[i : i + 1], reference[i : i + 1])}
+                          for i, rates in enumerate(shared)]
         mllm = self.tasks.mllm
         if mllm is not None:
             pixels = mllm.visual_encoder.preprocess(x_hat)
             self._mllm_scores(reconstruction, lambda rows, prompts: mllm.generate_from_pixels(
                 pixels[rows], prompts, **self.tasks.generation))
-        return [{"image": record["image"], "point": point.label, **record} for point in group for record in reconstruction]
+        return reconstruction
 
     def _embedding_scores(self, key: str, embedding: Tensor, reference: Tensor) -> dict[str, Any]:
         mse, cosine = embedding_error(embedding, reference)

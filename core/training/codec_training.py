@@ -236,7 +236,7 @@ class CodecTrainer:
     def run(self, resume: bool = False) -> CodecTrainResult:
         """Train (or, with ``resume``, continue) to ``config.steps``, then evaluate every level."""
         from neckkit.training.data import usable_workers
-        from neckkit.training.trainer import _progress_bar
+        from neckkit.training.trainer import step_progress_bar
 
         config, run_dir = self.config, self.run_dir
         start_time = time.perf_counter()
@@ -260,7 +260,7 @@ class CodecTrainer:
         )
         model = self._model()
         step, steps_done, first_loss, last_loss = start, 0, None, None
-        bar = _progress_bar(total, start) if self.progress and start < total else None
+        bar = step_progress_bar(total, start) if self.progress and start < total else None
         tick, saving = time.perf_counter(), 0.0
         try:
             for batch in loader:

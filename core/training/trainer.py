@@ -366,7 +366,7 @@ class Trainer:
         )
         first_distillation = last_distillation = None
         step, steps_done, train_seconds, images_seen = start, 0, 0.0, 0
-        bar = _progress_bar(total, start) if self.progress else None
+        bar = step_progress_bar(total, start) if self.progress else None
         try:
             while step < total:
                 joint = config.is_joint(config.epoch_of(step))
@@ -441,7 +441,8 @@ class Trainer:
         barrier(self.world)
 
 
-def _progress_bar(total: int, start: int) -> Any:
+def step_progress_bar(total: int, start: int) -> Any:
+    """A tqdm bar over training steps ``start .. total`` (neck and codec training)."""
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, leave=True)
