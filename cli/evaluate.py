@@ -195,6 +195,39 @@ def bd_lines(entries: list[dict[str, Any]], method: str, unit: str) -> list[str]
     return lines + list(refused)
 
 
+BENCHMARK_COLUMNS = ("benchmark_images", "benchmark_bpp", "benchmark_payload_bpp")
+
+
+def benchmark_sweep(result: dict[str, Any], rows: list[dict[str, Any]], points: list[Any], checkpoints: list[Any],
+                    mllm_name: str | None, mllm: Any, task_names: list[str], manager: Any, out_dir: Path,
+                    include_path: list[Path], task_limit: int | None, batch_size: int, max_new_tokens: int,
+                    anchors: list[str], axis: Any, quiet: bool) -> dict[str, bool]:
+    """lmms-eval's tasks on every row's path: scores into the rows, BD-rates on the benchmark images' rates into
+    ``result``; returns the score columns (-> higher is better)."""
+    from neckkit.evaluation.bd_rate import bd_table
+    from neckkit.lmms.benchmarks import benchmark_rate_field, run_sweep
+
+    started = time.perf_counter()
+    announce = None if quiet else (lambda text: typer.echo(text, err=True))
+    runs, better = run_sweep(rows, points, checkpoints, mllm_name or "", mllm, task_names, manager, out_dir,
+                             limit=task_limit, batch_size=batch_size, max_new_tokens=max_new_tokens, announce=announce)
+    rate_field = benchmark_rate_field(axis.field)
+    result["bd_rates"] += bd_table(rows, rate_field, anchors, unit=f"{axis.unit} (benchmark images)", metrics=better)
+    result["benchmarks"] = {
+        "tasks": task_names, "include_paths": [str(path) for path in include_path], "task_limit": task_limit,
+        "rate_field": rate_field, "columns": better,
+        "note": "scores from lmms-eval; rates are the mean over the benchmark's distinct images after the MLLM's "
+                "own resize and crop (lmms/*.rates.jsonl, one row per question)",
+        "runs": [{"label": run.label, "path": run.path, "scores": run.scores, **run.rates,
+                  "results_file": Path(run.results_file or "").name, "rates_file": Path(run.rates_file or "").name}
+                 for run in runs],
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    result["seconds_by_stage"]["benchmarks"] = result["benchmarks"]["seconds"]
+    result["seconds"] = round(result["seconds"] + result["benchmarks"]["seconds"], 3)
+    return better
+
+
 def evaluate(
     ctx: typer.Context,
     neck: list[Path] | None = typer.Option(None, "--neck", help="Neck checkpoint or training run (repeat for a rate sweep)."),
@@ -230,6 +263,11 @@ def evaluate(
     anchor: list[str] | None = typer.Option(None, "--anchor", help="Curve to compute BD-rates against too, e.g. neck/d1/tic (repeat)."),
     rate: str = typer.Option("payload", "--rate", help="Rate axis of plots and BD-rates: payload (entropy-coded "
                              "bytes), file (the whole .nk file) or estimated (likelihoods, the paper's)."),
+    tasks_option: list[str] | None = typer.Option(
+        None, "--tasks", help="lmms-eval tasks answered by --mllm on every rate point and path (repeat or "
+        "comma-separate), e.g. neckkit_yesno,neckkit_caption (offline) or mme,pope; needs neckkit[lmms]."),
+    include_path: list[Path] | None = typer.Option(None, "--include-path", help="Folder of more lmms-eval task YAMLs."),
+    task_limit: int | None = typer.Option(None, "--task-limit", min=1, help="First N documents of each task only."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the rows, failures and files as JSON."),
@@ -242,6 +280,15 @@ def evaluate(
         raise UsageError(f"--caption-tokenizer must be auto, ptb or simple, got {caption_tokenizer!r}")
     if (captions or questions) and mllm is None:
         raise UsageError("--captions and --questions are answered by an MLLM: pass --mllm NAME")
+    task_names = [name.strip() for item in tasks_option or [] for name in item.split(",") if name.strip()]
+    if (task_names or include_path or task_limit) and mllm is None:
+        raise UsageError("--tasks are answered by an MLLM on every path: pass --mllm NAME")
+    if (include_path or task_limit) and not task_names:
+        raise UsageError("--include-path and --task-limit go with --tasks NAME")
+    if task_names:
+        from neckkit.lmms import require_lmms_eval
+
+        require_lmms_eval()  # one line naming the extra, before anything loads
     if quality and codec is None:
         raise UsageError("--quality needs --codec NAME")
     targets: list[float] = []
@@ -277,6 +324,14 @@ def evaluate(
     for path, flag in ((codec_weights, "--codec-weights"), (captions, "--captions"), (questions, "--questions")):
         check_file(path, flag)
     check_folder(data, "--data")
+    for folder in include_path or []:
+        check_folder(folder, "--include-path")
+    manager = None
+    if task_names:
+        from neckkit.lmms.benchmarks import check_tasks, task_manager
+
+        manager = task_manager(list(include_path or []))
+        check_tasks(manager, task_names)
 
     import torch
 
@@ -401,23 +456,33 @@ def evaluate(
         raise NeckkitError(f"no image could be evaluated ({len(failures)} failures; first: {failures[0]['error'] if failures else 'none'})")
     from neckkit.files import staged_files
 
-    with staged_files(target) as staging:  # the four files replace an old set together, at the end
+    benchmark_columns: dict[str, bool] = {}
+    with staged_files(target) as staging:  # the files (and lmms/) replace an old set together, at the end
+        if task_names:
+            benchmark_columns = benchmark_sweep(result, rows, points, checkpoints, mllm_name, tasks.mllm, task_names,
+                                                manager, staging / "lmms", list(include_path or []), task_limit,
+                                                batch_size, max_new_tokens, list(anchor or []), axis, quiet=as_json)
         write_json(staging / "eval.json", result)
-        write_csv(staging / "eval.csv", rows)
+        write_csv(staging / "eval.csv", rows, [*BENCHMARK_COLUMNS, *benchmark_columns])
         write_bd_csv(staging / "bd_rate.csv", result["bd_rates"])
         plot_rate_quality(staging / "rate_quality.png", rows, axis.name, title, result["bd_rates"],
-                          plumbing_only=result["plumbing_only"])
+                          plumbing_only=result["plumbing_only"], benchmark={name: name for name in benchmark_columns},
+                          benchmark_rate=result["benchmarks"]["rate_field"] if task_names else None)
     files = {"json": str(target / "eval.json"), "csv": str(target / "eval.csv"), "bd_csv": str(target / "bd_rate.csv"),
              "plot": str(target / "rate_quality.png")}
+    if task_names:
+        files["lmms"] = str(target / "lmms")
     if as_json:
         summary = {key: value for key, value in result.items() if key != "records"} | {"files": files}
         typer.echo(json.dumps(json_safe(summary), indent=2))
     else:
-        columns, cells = table(rows)
+        columns, cells = table(rows, {name: name for name in benchmark_columns})
         print_table(columns, cells, title=title)
         for line in bd_lines(result["bd_rates"], PRIMARY, axis.unit):
             typer.echo(line)
-        typer.echo(f"Results in {target}: eval.json, eval.csv, bd_rate.csv, rate_quality.png ({result['seconds']:.1f} s)")
+        extra = ", lmms/ (lmms-eval results and per-image rates)" if task_names else ""
+        typer.echo(f"Results in {target}: eval.json, eval.csv, bd_rate.csv, rate_quality.png{extra} "
+                   f"({result['seconds']:.1f} s)")
     for failure in failures:
         typer.echo(f"Warning: {failure['image']} at {failure['point']}: {failure['error']}", err=True)
     if failures:

@@ -55,7 +55,8 @@ def staged_files(directory: str | os.PathLike[str]) -> Iterator[Path]:
 
     A set of results (``eval.json``, ``eval.csv``, the plot) then changes in a few microseconds of
     renames instead of over the seconds it takes to render them, so a killed run leaves the old set (and a
-    staging folder, removed by the next call), not old and new files side by side.
+    staging folder, removed by the next call), not old and new files side by side. A staged folder replaces
+    its namesake whole (the old one is moved aside, then removed).
     """
     import shutil
 
@@ -67,6 +68,13 @@ def staged_files(directory: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield staging
         for staged in sorted(staging.iterdir()):
-            os.replace(staged, directory / staged.name)
+            destination = directory / staged.name
+            if staged.is_dir() and destination.is_dir():  # a folder of results (eval's lmms/): the old one moves aside
+                aside = Path(tempfile.mkdtemp(dir=directory, prefix=STAGING_PREFIX, suffix=".tmp"))
+                os.replace(destination, aside / staged.name)
+                os.replace(staged, destination)
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                os.replace(staged, destination)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
         normalize,
         resize_center_crop,
         resize_center_crop_normalize,
+        resize_square,
         resize_square_normalize,
     )
     from neckkit.loading.codec_weights import CODER_TABLES, load_codec_state
@@ -108,6 +109,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "normalize": ("neckkit.interfaces.preprocess", "normalize"),
     "resize_center_crop": ("neckkit.interfaces.preprocess", "resize_center_crop"),
     "resize_center_crop_normalize": ("neckkit.interfaces.preprocess", "resize_center_crop_normalize"),
+    "resize_square": ("neckkit.interfaces.preprocess", "resize_square"),
     "resize_square_normalize": ("neckkit.interfaces.preprocess", "resize_square_normalize"),
     "pad_to_multiple": ("neckkit.bitstream.padding", "pad_to_multiple"),
     # untrusted bitstreams
@@ -211,6 +213,7 @@ __all__ = [
     "read_weights",
     "resize_center_crop",
     "resize_center_crop_normalize",
+    "resize_square",
     "resize_square_normalize",
     "sample_images",
     "seeded_init",

@@ -22,7 +22,7 @@ fingerprint) are one Reconstruction point, not repeated ones.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 METHODS = ("pchip", "cubic")
@@ -183,9 +183,10 @@ def default_anchors(test: str, groups: dict[str, list[dict[str, Any]]]) -> list[
 
 
 def bd_table(rows: Sequence[dict[str, Any]], rate: str = "payload_bpp", anchors: Sequence[str] = (),
-             unit: str | None = None) -> list[dict[str, Any]]:
+             unit: str | None = None, metrics: Mapping[str, bool] | None = None) -> list[dict[str, Any]]:
     """BD-rate and BD-quality of every neck curve against :func:`default_anchors` and each named anchor curve,
-    for every metric of :data:`BD_METRICS` with values, by both methods, on the row field ``rate``.
+    for every metric of ``metrics`` (default :data:`BD_METRICS`; metric -> higher is better) with values, by both
+    methods, on the row field ``rate``.
 
     Each entry: test, anchor, metric, method, rate_axis, bd_rate (percent), bd_quality, and ``reason``
     (``"BD-rate refused: ..."``, ``"BD-quality refused: ..."`` or both), else ``None``.
@@ -199,7 +200,7 @@ def bd_table(rows: Sequence[dict[str, Any]], rate: str = "payload_bpp", anchors:
         targets = [*default_anchors(test, groups), *[a for a in anchors if a != test]]
         for anchor in dict.fromkeys(targets):
             anchor_rows = groups.get(anchor)
-            for metric, higher in BD_METRICS.items():
+            for metric, higher in (BD_METRICS if metrics is None else metrics).items():
                 if not any(r.get(metric) is not None for r in test_rows):
                     continue
                 for method in METHODS:

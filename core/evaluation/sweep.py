@@ -53,7 +53,6 @@ class RatePoint:
 
     def __post_init__(self) -> None:
         from neckkit.bitstream.container import stream_fingerprint
-
         from neckkit.interfaces.image_codec import is_image_codec
 
         self.fingerprint = self.codec.fingerprint if is_image_codec(self.codec) else stream_fingerprint(self.codec)

@@ -29,6 +29,19 @@ class VisualEncoder(nn.Module, metaclass=abc.ABCMeta):
     def preprocess(self, x01: Tensor) -> Tensor:
         """The encoder's own resize, crop and normalisation: [B, 3, H, W] in [0, 1] -> pixels."""
 
+    def geometric_preprocess(self, x01: Tensor) -> Tensor:
+        """The region of the image the encoder sees, at its input size, still in [0, 1]: ``preprocess``'s
+        resize and crop without the normalisation. [B, 3, H, W] -> [B, 3, image_size, image_size].
+
+        What a device should compress so that the bit rate is measured on what the model reads (the
+        benchmarks do: docs/evaluation.md). The default is CLIP's (short side to ``image_size``, centre
+        crop); an encoder whose ``preprocess`` differs (BLIP-2 squashes the whole image) overrides it, so
+        that ``preprocess(geometric_preprocess(x))`` equals ``preprocess(x)``.
+        """
+        from neckkit.interfaces.preprocess import resize_center_crop
+
+        return resize_center_crop(x01, self.image_size, self.image_size)
+
     @abc.abstractmethod
     def embed(self, pixels: Tensor) -> Tensor:
         """Patch, class and position embedding plus pre-norm: -> [B, T, width]."""

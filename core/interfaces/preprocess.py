@@ -105,6 +105,14 @@ def resize_center_crop_normalize(
     return normalize(resize_center_crop(x01, size, size, interpolation), mean, std)
 
 
+def resize_square(x01: Tensor, size: int, interpolation: TF.InterpolationMode = BICUBIC) -> Tensor:
+    """The whole image to ``size x size`` (aspect ratio not kept, no crop, antialiased), kept in [0, 1]."""
+    _check_images(x01)
+    if tuple(x01.shape[-2:]) != (size, size):
+        x01 = _clamped(TF.resize(x01, [size, size], interpolation=interpolation, antialias=True))
+    return x01
+
+
 def resize_square_normalize(
     x01: Tensor,
     size: int,
@@ -113,7 +121,4 @@ def resize_square_normalize(
     interpolation: TF.InterpolationMode = BICUBIC,
 ) -> Tensor:
     """BLIP-style: the whole image to ``size x size`` (aspect ratio not kept, no crop), normalise."""
-    _check_images(x01)
-    if tuple(x01.shape[-2:]) != (size, size):
-        x01 = TF.resize(x01, [size, size], interpolation=interpolation, antialias=True)
-    return normalize(x01, mean, std)
+    return normalize(resize_square(x01, size, interpolation), mean, std)

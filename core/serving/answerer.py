@@ -36,13 +36,13 @@ import torch
 from torch import Tensor
 
 from neckkit.bitstream import NkFile, bpp, check_codec, decode_nk, read_nk, stream_fingerprint
+from neckkit.bitstream.coding import compress_image
 from neckkit.bitstream.decoding import decode_latent
 from neckkit.bitstream.images import load_image
-from neckkit.bitstream.padding import pad_to_multiple
 from neckkit.errors import NeckkitError, describe_error
 from neckkit.host.manager import PluginHost
 from neckkit.host.options import build_component
-from neckkit.interfaces import MLLM, Codec, at_level
+from neckkit.interfaces import MLLM, Codec
 from neckkit.neck.checkpoint import Checkpoint, build_neck, load_checkpoint
 from neckkit.neck.transform import TransformNeck
 from neckkit.serving.decode_pool import DecodePool, DecodeStats, DecodeWorkers
@@ -82,7 +82,7 @@ class Answerer:
 
     def __init__(
         self,
-        checkpoint: Checkpoint,
+        checkpoint: Checkpoint | None,
         mllm_name: str,
         mllm: MLLM,
         *,
@@ -93,9 +93,12 @@ class Answerer:
         decode_threads: int = 4,
         decode_pool: DecodePool | None = None,
     ) -> None:
-        check_mllm(checkpoint, mllm_name, mllm)
         if (codec is None) != (neck is None):
             raise NeckkitError("an answerer needs both the codec and the neck, or neither (uncompressed only)")
+        if checkpoint is not None:
+            check_mllm(checkpoint, mllm_name, mllm)
+        elif neck is not None:
+            raise NeckkitError("an answerer with a neck needs the neck's checkpoint")
         self.checkpoint, self.mllm_name, self.mllm = checkpoint, mllm_name, mllm
         self.codec_name, self.codec, self.neck = codec_name, codec, neck
         self.codec_fingerprint = stream_fingerprint(codec) if codec is not None else None
@@ -176,6 +179,8 @@ class Answerer:
     @property
     def entry_layer(self) -> int:
         """The encoder block the neck's tokens enter (from the checkpoint)."""
+        if self.checkpoint is None:
+            raise NeckkitError("this answerer has no neck (the uncompressed baseline only)")
         return self.checkpoint.meta.entry_layer
 
     def warm_up_request(self, max_new_tokens: int = 2) -> AskRequest:
@@ -301,12 +306,10 @@ class Answerer:
             check_codec(nk, self.codec_name or "", self.codec_fingerprint or "", source=shown)
         else:
             image = self._read_image(source, shown, watch)
-            with watch.stage("compress"), at_level(self.codec, request.level) as level:
-                padded, padding = pad_to_multiple(image, self.codec.pad_multiple)
-                payload = self.codec.compress(padded)
-            nk = NkFile.from_payload(payload, codec=self.codec_name or "", fingerprint=self.codec_fingerprint or "",
-                                     original_size=tuple(image.shape[-2:]), padding=padding,
-                                     options=self.checkpoint.meta.codec.options, level=level)
+            assert self.checkpoint is not None  # a codec comes with its neck's checkpoint
+            with watch.stage("compress"):
+                nk = compress_image(self.codec, image, name=self.codec_name or "", fingerprint=self.codec_fingerprint,
+                                    options=self.checkpoint.meta.codec.options, level=request.level)
             compressed_here = True
         if self.neck is not None and nk.level is not None:
             try:

@@ -34,6 +34,7 @@ from neckkit.plugin_api import (
     Wording,
     random_weights,
     read_submodule_tensors,
+    resize_square,
     resize_square_normalize,
     state_dict_mismatches,
 )
@@ -157,6 +158,10 @@ class Blip2Encoder(VisualEncoder):
         images the processor resizes before rescaling, so values differ by rounding only.
         """
         return resize_square_normalize(x01, self.image_size, self.mean, self.std)
+
+    def geometric_preprocess(self, x01: Tensor) -> Tensor:
+        """The whole image squashed to ``image_size`` square (what ``preprocess`` shows, unnormalised)."""
+        return resize_square(x01, self.image_size)
 
     def embed(self, pixels: Tensor) -> Tensor:
         """Patch, class and position embedding (BLIP-2 has no pre-norm): -> [B, grid*grid+1, width]."""

@@ -35,7 +35,14 @@ import torchvision.transforms.v2.functional as TF
 from torch import Tensor, nn
 
 from neckkit.loading.hub import hub_location
-from neckkit.plugin_api import NeckkitError, VisualEncoder, resize_center_crop_normalize, resize_square_normalize
+from neckkit.plugin_api import (
+    NeckkitError,
+    VisualEncoder,
+    resize_center_crop,
+    resize_center_crop_normalize,
+    resize_square,
+    resize_square_normalize,
+)
 
 EVA02_L_MODEL = "EVA02-L-14"
 EVA02_L_PRETRAINED = "merged2b_s4b_b131k"
@@ -343,6 +350,12 @@ class OpenClipEncoder(VisualEncoder):
         if self.resize_mode == "squash":
             return resize_square_normalize(x01, self.image_size, self.mean, self.std, interpolation=self.interpolation)
         return resize_center_crop_normalize(x01, self.image_size, self.mean, self.std, interpolation=self.interpolation)
+
+    def geometric_preprocess(self, x01: Tensor) -> Tensor:
+        """``preprocess``'s resize and crop (squashed or centre-cropped, with the model's interpolation), in [0, 1]."""
+        if self.resize_mode == "squash":
+            return resize_square(x01, self.image_size, interpolation=self.interpolation)
+        return resize_center_crop(x01, self.image_size, self.image_size, interpolation=self.interpolation)
 
     def embed(self, pixels: Tensor) -> Tensor:
         if self.kind == "eva":

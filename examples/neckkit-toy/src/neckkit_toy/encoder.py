@@ -47,6 +47,10 @@ class ToyViT(VisualEncoder):
         pixels = F.interpolate(x01, size=(self.image_size, self.image_size), mode="bilinear", antialias=True)
         return (pixels - 0.5) / 0.5
 
+    def geometric_preprocess(self, x01: Tensor) -> Tensor:
+        """What ``preprocess`` shows: the whole image squashed to the input size, still in [0, 1]."""
+        return F.interpolate(x01, size=(self.image_size, self.image_size), mode="bilinear", antialias=True)
+
     def embed(self, pixels: Tensor) -> Tensor:
         patches = self.conv1(pixels).flatten(2).transpose(1, 2)  # [B, grid*grid, width]
         cls = self.class_embedding.expand(patches.shape[0], 1, -1)  # [B, 1, width]
