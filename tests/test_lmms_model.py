@@ -58,7 +58,7 @@ def runs(neck: Path, manager, tmp_path_factory: pytest.TempPathFactory):
     routes = {
         "uncompressed": build_route(mllm="llava-1.5", path="uncompressed", tiny=True),
         "reconstruction": build_route(mllm="llava-1.5", path="reconstruction", codec="tic", tiny=True),
-        "avif": build_route(mllm="llava-1.5", path="reconstruction", codec="avif", quality=40),
+        "avif": build_route(mllm="llava-1.5", path="reconstruction", codec="avif", quality=40, tiny=True),
         "neck": build_route(mllm="llava-1.5", path="neck", neck=str(neck), tiny=True),
     }
     results = {name: run_tasks(route, ["neckkit_yesno", "neckkit_caption"], manager, out / name,

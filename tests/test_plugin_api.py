@@ -376,6 +376,10 @@ def test_preprocessing_helpers_resize_crop_and_normalise() -> None:
     pixels = api.resize_center_crop_normalize(x01, 32, api.OPENAI_MEAN, api.OPENAI_STD)
     assert pixels.shape == (2, 3, 32, 32)
     assert api.resize_square_normalize(x01, 16, api.OPENAI_MEAN, api.OPENAI_STD).shape == (2, 3, 16, 16)
+    squashed = api.resize_square(x01, 16)  # the whole image, aspect ratio not kept, still in [0, 1]
+    assert squashed.shape == (2, 3, 16, 16) and 0 <= float(squashed.min()) and float(squashed.max()) <= 1
+    torch.testing.assert_close(api.normalize(squashed, api.OPENAI_MEAN, api.OPENAI_STD),
+                               api.resize_square_normalize(x01, 16, api.OPENAI_MEAN, api.OPENAI_STD), rtol=0, atol=0)
     grey = api.normalize(torch.full((1, 3, 2, 2), 0.5), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     assert torch.equal(grey, torch.zeros(1, 3, 2, 2))
     padded, padding = api.pad_to_multiple(x01, 16)

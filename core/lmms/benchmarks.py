@@ -97,8 +97,10 @@ def run_tasks(route: Route, tasks: Sequence[str], manager: Any, out_dir: Path, *
     rates_file = out_dir / f"{stem}.rates.jsonl"
     rates_file.unlink(missing_ok=True)  # this run's rows only
     model = NeckkitLMM(route=route, rates_file=str(rates_file), batch_size=batch_size, max_new_tokens=max_new_tokens)
-    results = simple_evaluate(model=model, tasks=list(tasks), task_manager=manager, limit=limit, log_samples=False,
-                              bootstrap_iters=0, batch_size=batch_size, verbosity="WARNING")
+    results = simple_evaluate(  # greedy answers need no seeds: leave this process's random states alone
+        model=model, tasks=list(tasks), task_manager=manager, limit=limit, log_samples=False, bootstrap_iters=0,
+        batch_size=batch_size, verbosity="WARNING", random_seed=None, numpy_random_seed=None, torch_random_seed=None,
+        fewshot_random_seed=None)
     if not results or "results" not in results:
         raise NeckkitError(f"lmms-eval gave no results for {route.label} ({route.path})")
     run = BenchmarkRun(route.label, route.path, results_file=str(out_dir / f"{stem}.results.json"),
