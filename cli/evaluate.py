@@ -218,7 +218,7 @@ def benchmark_sweep(result: dict[str, Any], rows: list[dict[str, Any]], points: 
         "rate_field": rate_field, "columns": better,
         "note": "scores from lmms-eval; rates are the mean over the benchmark's distinct images after the MLLM's "
                 "own resize and crop (lmms/*.rates.jsonl, one row per question)",
-        "runs": [{"label": run.label, "path": run.path, "scores": run.scores, **run.rates,
+        "runs": [{"label": run.label, "path": run.path, "scores": run.scores, **run.rates, "seconds": run.seconds,
                   "results_file": Path(run.results_file or "").name, "rates_file": Path(run.rates_file or "").name}
                  for run in runs],
         "seconds": round(time.perf_counter() - started, 3),
@@ -463,7 +463,7 @@ def evaluate(
                                                 manager, staging / "lmms", list(include_path or []), task_limit,
                                                 batch_size, max_new_tokens, list(anchor or []), axis, quiet=as_json)
         write_json(staging / "eval.json", result)
-        write_csv(staging / "eval.csv", rows, [*BENCHMARK_COLUMNS, *benchmark_columns])
+        write_csv(staging / "eval.csv", rows, [*BENCHMARK_COLUMNS, *benchmark_columns] if task_names else [])
         write_bd_csv(staging / "bd_rate.csv", result["bd_rates"])
         plot_rate_quality(staging / "rate_quality.png", rows, axis.name, title, result["bd_rates"],
                           plumbing_only=result["plumbing_only"], benchmark={name: name for name in benchmark_columns},

@@ -58,6 +58,8 @@ def test_every_row_gets_the_benchmark_score_and_its_images_rate(evaluated) -> No
     assert len(benchmarks["runs"]) == 5  # one lmms-eval run per distinct (point, path)
     for run in benchmarks["runs"]:
         assert (out / "lmms" / run["results_file"]).is_file() and (out / "lmms" / run["rates_file"]).is_file()
+        assert 0 < run["seconds"] <= benchmarks["seconds"]
+    assert report["seconds_by_stage"]["benchmarks"] == benchmarks["seconds"]
 
 
 def test_the_csv_and_the_bd_table_carry_the_benchmark_metric(evaluated) -> None:

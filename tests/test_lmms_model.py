@@ -15,7 +15,7 @@ from neckkit.errors import UsageError
 from neckkit.host.manager import set_host
 from neckkit.host.testing import host_for_tests
 from neckkit.lmms.benchmarks import read_rates, run_tasks, task_manager
-from neckkit.lmms.model import NeckkitLMM, _truncate, build_route, rates_path
+from neckkit.lmms.model import NeckkitLMM, RouteOptions, _truncate, build_route, rates_path
 from neckkit.lmms.tasks import TASK_DIR
 from neckkit.samples import sample_images
 
@@ -140,9 +140,15 @@ def test_read_rates_counts_each_image_once_and_skips_failures(tmp_path: Path) ->
                                 "benchmark_bpp": 2.0, "benchmark_payload_bpp": 1.5}
 
 
-def test_paths_are_checked_before_anything_loads(offline) -> None:
-    with pytest.raises(UsageError, match="path must be one of uncompressed, reconstruction, neck"):
+def test_model_args_are_checked_before_anything_loads(offline) -> None:
+    with pytest.raises(UsageError, match="neckkit model_args: path: Input should be 'uncompressed', 'reconstruction' "
+                                         "or 'neck'"):
         build_route(mllm="llava-1.5", path="pixels", tiny=True)
+    with pytest.raises(UsageError, match=r"neckkit model_args: qualty: Extra inputs are not permitted \(names: mllm, "):
+        NeckkitLMM(mllm="llava-1.5", path="reconstruction", codec="jpeg", qualty="50")
+    options = RouteOptions.parse({"path": "reconstruction", "codec": "jpeg", "quality": "50", "tiny": "true",
+                                  "mllm_opt": "dtype=bfloat16;device_map=cuda"})
+    assert (options.quality, options.tiny, options.mllm_opt) == (50, True, ["dtype=bfloat16", "device_map=cuda"])
     with pytest.raises(UsageError, match="path=neck needs neck=RUN"):
         build_route(mllm="llava-1.5", path="neck", tiny=True)
     with pytest.raises(UsageError, match="path=reconstruction needs codec=NAME"):

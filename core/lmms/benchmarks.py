@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ class BenchmarkRun:
     rates: dict[str, Any] = field(default_factory=dict)  # benchmark_bpp, benchmark_payload_bpp, benchmark_images...
     results_file: str | None = None
     rates_file: str | None = None
+    seconds: float = 0.0  # the whole lmms-eval run (documents, coding, answering, scoring)
 
     def row_fields(self) -> dict[str, Any]:
         """What goes into the sweep's row for this (point, path)."""
@@ -96,6 +98,7 @@ def run_tasks(route: Route, tasks: Sequence[str], manager: Any, out_dir: Path, *
     stem = _slug(f"{route.label}__{route.path}")
     rates_file = out_dir / f"{stem}.rates.jsonl"
     rates_file.unlink(missing_ok=True)  # this run's rows only
+    started = time.perf_counter()
     model = NeckkitLMM(route=route, rates_file=str(rates_file), batch_size=batch_size, max_new_tokens=max_new_tokens)
     results = simple_evaluate(  # greedy answers need no seeds: leave this process's random states alone
         model=model, tasks=list(tasks), task_manager=manager, limit=limit, log_samples=False, bootstrap_iters=0,
@@ -115,7 +118,8 @@ def run_tasks(route: Route, tasks: Sequence[str], manager: Any, out_dir: Path, *
             run.scores[column] = float(value)
             run.higher_is_better[column] = bool(better.get(name, True))
     run.rates = read_rates(rates_file)
-    summary = {"label": route.label, "path": route.path, "scores": run.scores, "rates": run.rates,
+    run.seconds = round(time.perf_counter() - started, 3)
+    summary = {"label": route.label, "path": route.path, "scores": run.scores, "rates": run.rates, "seconds": run.seconds,
                "higher_is_better": run.higher_is_better, "lmms_eval": {
                    key: results.get(key) for key in ("results", "configs", "versions", "n-shot", "higher_is_better")}}
     Path(run.results_file).write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")  # type: ignore[arg-type]

@@ -17,31 +17,21 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from lmms_eval.api.model import lmms
 from loguru import logger
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from neckkit.errors import UsageError
-from neckkit.lmms.route import BENCHMARK_PATHS, Route, RouteAnswer
+from neckkit.lmms.route import Route, RouteAnswer
 
-__all__ = ["NeckkitLMM", "build_route", "rates_path"]
+__all__ = ["NeckkitLMM", "RouteOptions", "build_route", "rates_path"]
 
 DEFAULT_RATES_FILE = "neckkit_rates.jsonl"
 GENERATION_KEYS = ("max_new_tokens",)  # what reaches MLLM.generate; decoding is greedy
 DEFAULT_MAX_NEW_TOKENS = 64
-
-
-def _flag(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
-def _options(text: Any) -> list[str]:
-    """``a=1;b=2`` (lmms-eval splits model_args on commas, so several options are joined with ``;``)."""
-    return [item for item in str(text).split(";") if item] if text not in (None, "") else []
 
 
 def rates_path(rates_file: str | os.PathLike[str], rank: int, world_size: int) -> Path:
@@ -50,60 +40,82 @@ def rates_path(rates_file: str | os.PathLike[str], rank: int, world_size: int) -
     return path if world_size <= 1 else path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
 
 
-def build_route(
-    *,
-    mllm: str,
-    path: str,
-    neck: str | None = None,
-    codec: str | None = None,
-    quality: int | None = None,
-    level: float | None = None,
-    mllm_weights: str | None = None,
-    codec_weights: str | None = None,
-    mllm_opt: Sequence[str] = (),
-    codec_opt: Sequence[str] = (),
-    tiny: bool = False,
-    random_init: bool = False,
-    device: str = "cpu",
-) -> Route:
-    """Load the MLLM (and the neck, or the codec) once, as ``neckkit ask`` and ``neckkit eval`` would."""
+class RouteOptions(BaseModel):
+    """The model arguments that choose a path (docs/evaluation.md lists them); unknown names are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mllm: str = "llava-1.5"
+    path: Literal["uncompressed", "reconstruction", "neck"] = "neck"
+    neck: str | None = None
+    codec: str | None = None
+    quality: int | None = None
+    level: float | None = None
+    mllm_weights: str | None = None
+    codec_weights: str | None = None
+    mllm_opt: list[str] = []  # name=value items (lmms-eval's command line joins them with ";")
+    codec_opt: list[str] = []
+    tiny: bool = False
+    random_init: bool = False
+    device: str = "auto"
+
+    @field_validator("mllm_opt", "codec_opt", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if value in (None, ""):
+            return []
+        return [item for item in value.split(";") if item] if isinstance(value, str) else value
+
+    @classmethod
+    def parse(cls, arguments: Mapping[str, Any]) -> RouteOptions:
+        """The options from lmms-eval's ``--model_args`` (strings, numbers, booleans), or one line saying what is wrong."""
+        try:
+            return cls(**{key: value for key, value in arguments.items() if value is not None})
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(str(p) for p in item['loc']) or 'model_args'}: {item['msg']}"
+                                 for item in error.errors())
+            raise UsageError(f"neckkit model_args: {problems} (names: {', '.join(cls.model_fields)})") from None
+
+
+def build_route(options: RouteOptions | None = None, **arguments: Any) -> Route:
+    """Load the MLLM (and the neck, or the codec) once, as ``neckkit ask`` and ``neckkit eval`` would; ``arguments``
+    are :class:`RouteOptions` fields."""
     from neckkit.cli.components import parse_component_options
     from neckkit.host.manager import get_host
     from neckkit.host.options import build_component
     from neckkit.serving.answerer import Answerer
     from neckkit.training.distributed import device_for, launched_world
 
-    if path not in BENCHMARK_PATHS:
-        raise UsageError(f"path must be one of {', '.join(BENCHMARK_PATHS)}, got {path!r}")
-    if path == "neck" and neck is None:
+    o = options if options is not None else RouteOptions.parse(arguments)
+    if o.path == "neck" and o.neck is None:
         raise UsageError("path=neck needs neck=RUN (a neck checkpoint or training run)")
-    if path == "reconstruction" and codec is None:
+    if o.path == "reconstruction" and o.codec is None:
         raise UsageError("path=reconstruction needs codec=NAME (and quality=Q)")
-    if path != "neck" and neck is not None:
-        raise UsageError(f"neck= is read on path=neck only, not path={path}")
+    if o.path != "neck" and o.neck is not None:
+        raise UsageError(f"neck= is read on path=neck only, not path={o.path}")
     host = get_host()
-    mllm_options = parse_component_options(list(mllm_opt))
-    mllm_options.update({key: value for key, value in (("weights", mllm_weights), ("tiny", tiny),
-                                                        ("random_init", random_init)) if value})
-    target = device_for(launched_world(), device)  # cuda: this process's GPU under accelerate launch
-    if path == "neck":
-        answerer = Answerer.load(host, str(neck), mllm, mllm_options, codec_weights=codec_weights, device=target)
+    flags = {"tiny": o.tiny, "random_init": o.random_init}
+    mllm_options = parse_component_options(o.mllm_opt)
+    mllm_options.update({key: value for key, value in {"weights": o.mllm_weights, **flags}.items() if value})
+    target = device_for(launched_world(), o.device)  # cuda: this process's GPU under accelerate launch
+    if o.path == "neck":
+        answerer = Answerer.load(host, str(o.neck), o.mllm, mllm_options, codec_weights=o.codec_weights, device=target)
         answerer.mllm.to(target).eval()
-        return Route("neck", answerer, label=Path(str(neck)).name, level=level)
-    mllm_name, model = build_component(host, "mllm", mllm, mllm_options)
+        return Route("neck", answerer, label=Path(str(o.neck)).name, level=o.level)
+    mllm_name, model = build_component(host, "mllm", o.mllm, mllm_options)
     answerer = Answerer(None, mllm_name, model.to(target).eval())
-    if path == "uncompressed":
+    if o.path == "uncompressed":
         return Route("uncompressed", answerer)
-    codec_options = parse_component_options(list(codec_opt))
-    codec_options.update({key: value for key, value in (("quality", quality), ("weights", codec_weights),
-                                                        ("tiny", tiny), ("random_init", random_init)) if value})
-    codec_name, codec_model = build_component(host, "codec", str(codec), codec_options)
+    codec_options = parse_component_options(o.codec_opt)
+    codec_options.update({key: value for key, value in {"quality": o.quality, "weights": o.codec_weights,
+                                                        **flags}.items() if value})
+    codec_name, codec_model = build_component(host, "codec", str(o.codec), codec_options)
     if hasattr(codec_model, "eval"):
         codec_model.eval()  # a learned codec; an image codec (JPEG, AVIF...) is no nn.Module
     recorded = {key: value for key, value in codec_options.items() if key != "weights"}
-    label = f"{codec_name} q{quality}" if quality is not None else codec_name
+    label = f"{codec_name} q{o.quality}" if o.quality is not None else codec_name
     return Route("reconstruction", answerer, label=label, codec_name=codec_name, codec=codec_model, options=recorded,
-                 level=level)
+                 level=o.level)
 
 
 class NeckkitLMM(lmms):
@@ -113,32 +125,19 @@ class NeckkitLMM(lmms):
 
     def __init__(
         self,
-        mllm: str = "llava-1.5",
-        path: str = "neck",
-        neck: str | None = None,
-        codec: str | None = None,
-        quality: int | None = None,
-        level: float | None = None,
-        mllm_weights: str | None = None,
-        codec_weights: str | None = None,
-        mllm_opt: str | None = None,
-        codec_opt: str | None = None,
-        tiny: bool | str = False,
-        random_init: bool | str = False,
-        device: str | None = None,
-        batch_size: int | str = 8,
+        batch_size: int | str | None = 8,
         max_new_tokens: int | str | None = None,
         rates_file: str = DEFAULT_RATES_FILE,
         route: Route | None = None,
-        **_lmms_eval_arguments: Any,  # lmms-eval passes its own (e.g. device_map); neckkit places components itself
+        max_batch_size: Any = None,  # lmms-eval's own; neckkit batches by batch_size
+        **model_args: Any,  # RouteOptions fields
     ) -> None:
         super().__init__()
-        self.route = route if route is not None else build_route(
-            mllm=mllm, path=path, neck=neck, codec=codec, quality=None if quality in (None, "") else int(quality),
-            level=None if level in (None, "") else float(level), mllm_weights=mllm_weights,
-            codec_weights=codec_weights, mllm_opt=_options(mllm_opt), codec_opt=_options(codec_opt),
-            tiny=_flag(tiny), random_init=_flag(random_init), device=str(device or "auto"))
-        self.batch_size_per_gpu = max(1, int(str(batch_size).split(":")[0]) if str(batch_size) != "auto" else 8)
+        if route is not None and model_args:
+            raise UsageError(f"a NeckkitLMM given a route takes no model arguments, got {', '.join(model_args)}")
+        self.route = route if route is not None else build_route(RouteOptions.parse(model_args))
+        size = str(batch_size if batch_size not in (None, "") else 8).split(":")[0]
+        self.batch_size_per_gpu = max(1, int(size)) if size != "auto" else 8
         self.max_new_tokens = None if max_new_tokens in (None, "") else int(max_new_tokens)
         self.rates_file = rates_file
         self.rows_written = 0

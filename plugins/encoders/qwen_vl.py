@@ -61,9 +61,9 @@ reachable from here.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Self
 
 import torch
 from torch import Tensor, nn
@@ -181,6 +181,13 @@ class _QwenTower(nn.Module):
     """What both towers share: the processor's geometry, token orders and packing."""
 
     family = "Qwen-VL"
+    default_processor: ProcessorSpec
+
+    @classmethod
+    def from_pretrained(cls, weights: str, entry_layer: int = 2) -> Self:
+        """The vision tower of a hub id or ``save_pretrained`` folder of the family (full MLLM or bare tower)."""
+        visual, processor = _load_visual(weights, cls.family)
+        return cls(visual, processor or cls.default_processor, entry_layer)
 
     def __init__(self, visual: nn.Module, processor: ProcessorSpec, entry_layer: int = 2) -> None:
         super().__init__()
@@ -390,6 +397,20 @@ class _QwenTower(nn.Module):
         return self.visual(pixel_values, grid_thw=grid_thw)
 
 
+def _tower_config(family: str, config_class: Any, common: Mapping[str, Any], towers: Mapping[str, Mapping[str, Any]],
+                  size: str) -> Any:
+    """A real-size tower's vision config, from the values shared by a family and those of one ``size``."""
+    if size not in towers:
+        raise NeckkitError(f"{family} tower size must be one of {', '.join(towers)}, got {size!r}")
+    return config_class(**common, **towers[size])
+
+
+def _random_visual(model_class: Any, config: Any, seed: int, device: str | torch.device | None) -> nn.Module:
+    """The library's vision model with seeded random weights, built on ``device`` (``"meta"``: no memory)."""
+    with seeded_init(seed), torch.device(device or "cpu"):
+        return model_class(config)
+
+
 class Qwen3VLTower(_QwenTower):
     """Qwen3-VL's vision tower (``Qwen3VLVisionModel``) split at any block, with DeepStack taps.
 
@@ -398,6 +419,7 @@ class Qwen3VLTower(_QwenTower):
     """
 
     family = "Qwen3-VL"
+    default_processor = QWEN3_VL_PROCESSOR
 
     def __init__(self, visual: nn.Module, processor: ProcessorSpec = QWEN3_VL_PROCESSOR, entry_layer: int = 2) -> None:
         super().__init__(visual, processor, entry_layer)
@@ -413,21 +435,10 @@ class Qwen3VLTower(_QwenTower):
         from transformers import Qwen3VLVisionConfig
         from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionModel
 
-        if tiny:
-            config = tiny_qwen3_vl_vision_config()
-        elif size in QWEN3_VL_TOWERS:
-            config = Qwen3VLVisionConfig(**_QWEN3_COMMON, **QWEN3_VL_TOWERS[size])
-        else:
-            raise NeckkitError(f"Qwen3-VL tower size must be one of {', '.join(QWEN3_VL_TOWERS)}, got {size!r}")
-        with seeded_init(seed), torch.device(device or "cpu"):
-            visual = Qwen3VLVisionModel(config)
+        config = tiny_qwen3_vl_vision_config() if tiny else _tower_config(
+            cls.family, Qwen3VLVisionConfig, _QWEN3_COMMON, QWEN3_VL_TOWERS, size)
+        visual = _random_visual(Qwen3VLVisionModel, config, seed, device)
         return cls(visual, processor or _tiny_processor(QWEN3_VL_PROCESSOR, tiny))
-
-    @classmethod
-    def from_pretrained(cls, weights: str, entry_layer: int = 2) -> Qwen3VLTower:
-        """The vision tower of a Qwen3-VL hub id or ``save_pretrained`` folder (full MLLM or bare tower)."""
-        visual, processor = _load_visual(weights, "Qwen3-VL")
-        return cls(visual, processor or QWEN3_VL_PROCESSOR, entry_layer)
 
     def position_embedding(self, grid: Grid) -> Tensor:
         """The learned position table resampled to ``grid`` -> [gh*gw, width], raster order."""
@@ -514,6 +525,7 @@ class Qwen25VLTower(_QwenTower):
     """
 
     family = "Qwen2.5-VL"
+    default_processor = QWEN25_VL_PROCESSOR
 
     def __init__(self, visual: nn.Module, processor: ProcessorSpec = QWEN25_VL_PROCESSOR, entry_layer: int = 2) -> None:
         super().__init__(visual, processor, entry_layer)
@@ -527,21 +539,10 @@ class Qwen25VLTower(_QwenTower):
         from transformers import Qwen2_5_VLVisionConfig
         from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
 
-        if tiny:
-            config = tiny_qwen25_vl_vision_config()
-        elif size in QWEN25_VL_TOWERS:
-            config = Qwen2_5_VLVisionConfig(**_QWEN25_COMMON, **QWEN25_VL_TOWERS[size])
-        else:
-            raise NeckkitError(f"Qwen2.5-VL tower size must be one of {', '.join(QWEN25_VL_TOWERS)}, got {size!r}")
-        with seeded_init(seed), torch.device(device or "cpu"):
-            visual = Qwen2_5_VisionTransformerPretrainedModel(config)
+        config = tiny_qwen25_vl_vision_config() if tiny else _tower_config(
+            cls.family, Qwen2_5_VLVisionConfig, _QWEN25_COMMON, QWEN25_VL_TOWERS, size)
+        visual = _random_visual(Qwen2_5_VisionTransformerPretrainedModel, config, seed, device)
         return cls(visual, processor or _tiny_processor(QWEN25_VL_PROCESSOR, tiny))
-
-    @classmethod
-    def from_pretrained(cls, weights: str, entry_layer: int = 2) -> Qwen25VLTower:
-        """The vision tower of a Qwen2.5-VL hub id or ``save_pretrained`` folder (full MLLM or bare tower)."""
-        visual, processor = _load_visual(weights, "Qwen2.5-VL")
-        return cls(visual, processor or QWEN25_VL_PROCESSOR, entry_layer)
 
     def _layout(self, grid: Grid, batch: int, device: torch.device) -> _Layout:
         """Window order: merge units regrouped by window (``window_index``), rotary embedding permuted alike."""
