@@ -2,8 +2,9 @@
 
 A learned codec (:class:`~neckkit.interfaces.Codec`) pads the image to its multiple and codes the latent; an
 image codec (:class:`~neckkit.interfaces.image_codec.ImageCodec`: JPEG, AVIF, VTM...) stores its own file's
-bytes. :func:`compress_image` gives the file, :func:`reconstruct_image` the decoded picture (the
-*Reconstruction* path; the neck path reads the latent with :func:`~neckkit.bitstream.decoding.decode_latent`).
+bytes. :func:`compress_image` gives the file, :func:`transmit` the bytes a device sends and the file a server
+parses from them, :func:`reconstruct_image` the decoded picture (the *Reconstruction* path; the neck path reads
+the latent with :func:`~neckkit.bitstream.decoding.decode_latent`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from torch import Tensor
 
 from neckkit.bitstream.nk_format import NkFile
 
-__all__ = ["compress_image", "reconstruct_image"]
+__all__ = ["compress_image", "reconstruct_image", "transmit"]
 
 
 def compress_image(codec: Any, image: Tensor, *, name: str, fingerprint: str | None = None,
@@ -40,6 +41,14 @@ def compress_image(codec: Any, image: Tensor, *, name: str, fingerprint: str | N
     return NkFile.from_payload(payload, codec=name, fingerprint=fingerprint or stream_fingerprint(codec),
                                original_size=tuple(image.shape[-2:]), padding=padding, options=dict(options or {}),
                                level=chosen)
+
+
+def transmit(nk: NkFile, *, source: str | None = None) -> tuple[bytes, NkFile]:
+    """The bytes a device sends for ``nk``, and the file a server parses back from them (every header check)."""
+    from neckkit.bitstream.nk_format import decode_nk, encode_nk
+
+    data = encode_nk(nk)
+    return data, decode_nk(data, source=source)
 
 
 def reconstruct_image(codec: Any, nk: NkFile, *, name: str, source: str | None = None) -> Tensor:

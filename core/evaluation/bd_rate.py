@@ -25,6 +25,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from neckkit.evaluation.level_points import PER_LEVEL  # one neck per rate level
+
 METHODS = ("pchip", "cubic")
 PRIMARY = "pchip"
 MIN_POINTS = 4  # the cubic fit has four coefficients; the paper has four rate points
@@ -33,7 +35,6 @@ BD_METRICS = {"embedding_cosine": True, "embedding_mse": False, "top1": True, "c
 METRIC_NAMES = {"embedding_cosine": "embedding cosine", "embedding_mse": "embedding MSE", "top1": "top-1 accuracy",
                 "cider": "CIDEr", "vqa_accuracy": "VQA accuracy"}
 BASE_SCENARIOS = (None, "d1")  # points whose codec is the base codec (not retrained)
-PER_LEVEL = "per-level"  # neckkit.evaluation.level_points.PER_LEVEL: one neck per rate level
 
 
 class CurveRefused(ValueError):

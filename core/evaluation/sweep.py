@@ -58,6 +58,11 @@ class RatePoint:
         self.fingerprint = self.codec.fingerprint if is_image_codec(self.codec) else stream_fingerprint(self.codec)
 
     @property
+    def coding_key(self) -> tuple[Any, ...]:
+        """Points with equal keys code an image to the same file (one codec, header options and level)."""
+        return (self.codec_name, self.fingerprint, repr(sorted(self.codec_options.items())), self.level)
+
+    @property
     def paths(self) -> tuple[str, ...]:
         return ("reconstruction", "neck") if self.neck is not None else ("reconstruction",)
 
@@ -193,9 +198,7 @@ class Evaluator:
         """Points that code with one codec object and one header (coded once per batch), in order."""
         groups: dict[tuple[Any, ...], list[RatePoint]] = {}
         for point in self.points:
-            key = (id(point.codec), point.codec_name, point.fingerprint, repr(sorted(point.codec_options.items())),
-                   point.level)
-            groups.setdefault(key, []).append(point)
+            groups.setdefault((id(point.codec), *point.coding_key), []).append(point)
         return list(groups.values())
 
     def _uncompressed(self, keys: list[str], images: Tensor) -> tuple[Tensor, list[dict[str, Any]]]:
@@ -211,7 +214,8 @@ class Evaluator:
 
     def _group_records(self, group: list[RatePoint], keys: list[str], images: Tensor, reference: Tensor) -> list[dict[str, Any]]:
         """The batch through one codec: real files, the Reconstruction path, then each point's neck."""
-        from neckkit.bitstream.container import NkFile, bpp, decode_nk, encode_nk
+        from neckkit.bitstream.coding import transmit
+        from neckkit.bitstream.container import NkFile, bpp
         from neckkit.bitstream.padding import crop_padding, pad_to_multiple
         from neckkit.interfaces.codec import LatentPayload, at_level, compress_with_analysis
         from neckkit.interfaces.image_codec import is_image_codec
@@ -231,7 +235,7 @@ class Evaluator:
             nk = NkFile.from_payload(item, codec=first.codec_name, fingerprint=first.fingerprint,
                                      original_size=tuple(images.shape[-2:]), padding=padding,
                                      options=first.codec_options, level=level)
-            files.append(decode_nk(encode_nk(nk), source=f"{key} at {first.label}"))  # the bytes a device sends
+            files.append(transmit(nk, source=f"{key} at {first.label}")[1])  # parsed from the bytes a device sends
         decoded = [nk.to_payload() for nk in files]
         with at_level(codec, files[0].level):
             y_hat = codec.decompress_latent(LatentPayload(  # [B, C, h, w], from the files' own streams
@@ -264,16 +268,15 @@ class Evaluator:
                              reference: Tensor) -> list[dict[str, Any]]:
         """The Reconstruction path of an image codec (JPEG, AVIF, VTM...): each image coded to its own file's bytes
         in a ``.nk``, parsed back and decoded by the library; no latent, no estimated rate."""
-        from neckkit.bitstream.container import bpp, decode_nk, encode_nk
-        from neckkit.bitstream.image_files import decode_image, encode_image
+        from neckkit.bitstream.coding import compress_image, reconstruct_image, transmit
+        from neckkit.bitstream.container import bpp
 
         first, codec = group[0], group[0].codec
         decoded, shared = [], []
         for i, key in enumerate(keys):
             source = f"{key} at {first.label}"
-            nk = decode_nk(encode_nk(encode_image(codec, images[i : i + 1].cpu(), name=first.codec_name)),
-                           source=source)  # the bytes a device sends
-            decoded.append(decode_image(codec, nk, source=source, name=first.codec_name).to(images.device))
+            _, nk = transmit(compress_image(codec, images[i : i + 1].cpu(), name=first.codec_name), source=source)
+            decoded.append(reconstruct_image(codec, nk, name=first.codec_name, source=source).to(images.device))
             rates = bpp(nk)
             shared.append({"image": key, "bpp": rates.file_bpp, "payload_bpp": rates.payload_bpp, "estimated_bpp": None})
         x_hat = torch.cat(decoded).clamp(0, 1)  # [B, 3, H, W]

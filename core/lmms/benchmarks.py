@@ -163,8 +163,7 @@ def sweep_routes(rows: Sequence[Mapping[str, Any]], points: Sequence[Any], check
             continue
         point = by_label[row["point"]]
         if row["path"] == "reconstruction":
-            key = ("reconstruction", point.codec_name, point.fingerprint,
-                   json.dumps(point.codec_options, sort_keys=True, default=str), point.level)
+            key = ("reconstruction", *point.coding_key)
             routes.append((index, Route("reconstruction", plain, label=point.label, codec_name=point.codec_name,
                                         codec=point.codec, options=point.codec_options, level=point.level), key))
             continue

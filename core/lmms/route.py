@@ -130,8 +130,8 @@ class Route:
     def _code(self, crop: Tensor, digest: str) -> Coded:
         if self.path == "uncompressed":
             return Coded(crop, uncompressed=True)
-        from neckkit.bitstream import bpp, decode_nk, encode_nk
-        from neckkit.bitstream.coding import compress_image, reconstruct_image
+        from neckkit.bitstream import bpp
+        from neckkit.bitstream.coding import compress_image, reconstruct_image, transmit
 
         source = f"benchmark image {digest} at {self.label}"
         fingerprint = self.answerer.codec_fingerprint if self.path == "neck" else None
@@ -139,8 +139,7 @@ class Route:
         device = next(parameters(), torch.empty(0)).device if parameters is not None else torch.device("cpu")
         nk = compress_image(self.codec, crop.to(device), name=self.codec_name or "", fingerprint=fingerprint,
                             options=self.options, level=self.level)
-        data = encode_nk(nk)  # the bytes a device sends
-        nk = decode_nk(data, source=source)
+        data, nk = transmit(nk, source=source)
         rates = bpp(nk)
         measured = {"bytes": len(data), "bpp": rates.file_bpp, "payload_bpp": rates.payload_bpp}
         if self.path == "neck":
