@@ -2,7 +2,8 @@
 
 Counts (exact, :mod:`neckkit.evaluation.complexity`): the neck's parameters and MACs per input pixel, and those
 of what it replaces: the codec's synthesis transform plus the encoder's stem and blocks
-``[0, entry_layer)`` at the encoder's own input size. Times (one process, stages interleaved, median
+``[0, entry_layer)`` at the encoder's own input size (a native-resolution encoder, e.g. ``qwen3-vl-vit``: at the
+image's own size, ``--size WIDTHxHEIGHT``). Times (one process, stages interleaved, median
 of ``--repeats``): both front ends from the decoded latent, entropy decoding of a real payload, and
 bitstream -> final image embedding for the machine path and the Reconstruction path. See
 docs/benchmarks.md for the definitions and measured figures.
@@ -27,14 +28,29 @@ from neckkit.cli.report import announce_placeholders, building, print_table, sta
 from neckkit.errors import NeckkitError
 
 
-def _input_image(image: Path | None, size: int) -> tuple[Any, str]:
-    """A ``size`` x ``size`` crop in [0, 1] of ``image`` (default: the first bundled photo)."""
+def parse_size(text: str) -> tuple[int, int]:
+    """``--size``: ``S`` (a square) or ``WIDTHxHEIGHT`` -> (height, width)."""
+    parts = text.lower().split("x")
+    try:
+        values = [int(part) for part in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or min(values) < 16:
+        raise NeckkitError(f"--size takes a side or WIDTHxHEIGHT, each at least 16 pixels, got {text!r}")
+    width, height = values if len(values) == 2 else values * 2
+    return height, width
+
+
+def _input_image(image: Path | None, height: int, width: int) -> tuple[Any, str]:
+    """A ``height x width`` crop in [0, 1] of ``image`` (default: the first bundled photo)."""
     from neckkit.bitstream.images import load_image
-    from neckkit.interfaces.preprocess import resize_center_crop
+    from neckkit.interfaces.preprocess import resize_center_crop, resize_cover_crop
     from neckkit.samples import sample_images
 
     path = image if image is not None else sample_images()[0]
-    return resize_center_crop(load_image(path), size, size), (str(path) if image is not None else path.name)
+    x01 = load_image(path)
+    crop = resize_center_crop(x01, height, height) if height == width else resize_cover_crop(x01, height, width)
+    return crop, (str(path) if image is not None else path.name)
 
 
 def _peak_rss_mib() -> float:
@@ -71,7 +87,7 @@ def run_bench(
     codec: Any,
     encoder_name: str,
     encoder: Any,
-    size: int,
+    size: int | tuple[int, int],
     repeats: int,
     entry_layer: int | None,
     image: Path | None,
@@ -81,7 +97,7 @@ def run_bench(
     """Every figure of ``neckkit bench`` for built components (see the module docstring).
 
     ``show`` hears each step as it starts (``"counting MACs: neck"``, ``"timing round 2/5: decode"``): the
-    command shows them on stderr.
+    command shows them on stderr. ``size``: a side, or (height, width).
     """
     import torch
 
@@ -89,6 +105,7 @@ def run_bench(
     from neckkit.config.paper import PAPER_FIGURES
     from neckkit.evaluation.complexity import count_parameters, kmac_per_pixel, measure
     from neckkit.loading.weights import seeded_init
+    from neckkit.neck.regions import latent_view, token_grid_of
     from neckkit.neck.transform import TransformNeck
 
     entry = encoder.entry_layer if entry_layer is None else entry_layer
@@ -98,8 +115,10 @@ def run_bench(
     with seeded_init(0):
         neck = TransformNeck.for_pair(codec, encoder)
     codec, encoder, neck = (module.to(device).eval() for module in (codec, encoder, neck))
-    x, image_name = _input_image(image, size)
+    height, width = (size, size) if isinstance(size, int) else size
+    x, image_name = _input_image(image, height, width)
     padded, padding = pad_to_multiple(x.to(device), codec.pad_multiple)
+    grid = token_grid_of(encoder, (height, width))  # native resolution: the image's own token grid; square: None
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -109,6 +128,9 @@ def run_bench(
         payload = codec.compress(padded)
         y_hat = codec.decompress_latent(payload)
 
+        def view(latent: Any) -> Any:  # the latent cells the encoder sees (neck.regions)
+            return latent_view(latent, (height, width), padding, encoder)
+
         def decode() -> Any:
             return codec.decompress_latent(payload)
 
@@ -116,13 +138,13 @@ def run_bench(
             return encoder.preprocess(crop_padding(codec.synthesize(latent), padding))
 
         def machine_front() -> Any:
-            return neck(y_hat)
+            return neck(view(y_hat), grid=grid)
 
         def reconstruction_front() -> Any:
-            return encoder.blocks(encoder.embed(reconstruct(y_hat)), 0, entry)
+            return encoder.run_blocks(encoder.embed(reconstruct(y_hat)), 0, entry, grid)
 
         def machine_end_to_end() -> Any:
-            return encoder.encode_from(neck(decode()), entry)
+            return encoder.finish_from(neck(view(decode()), grid=grid), entry, grid)
 
         def reconstruction_end_to_end() -> Any:
             return encoder.encode(reconstruct(decode()))
@@ -134,7 +156,7 @@ def run_bench(
         x_hat, synthesis_count = measure(codec.synthesize, y_hat)
         pixels = encoder.preprocess(crop_padding(x_hat, padding))
         show(f"counting MACs: encoder stem and blocks 0..{entry - 1}")
-        _, encoder_count = measure(lambda: encoder.blocks(encoder.embed(pixels), 0, entry))
+        _, encoder_count = measure(lambda: encoder.run_blocks(encoder.embed(pixels), 0, entry, grid))
         try:
             synthesis_params = count_parameters(codec.synthesis_modules())
         except NeckkitError:  # the codec does not name its synthesis modules: what synthesize() used
@@ -152,13 +174,15 @@ def run_bench(
             run_stage()
         seconds = _timed_rounds(stages, repeats, sync, show)
 
-    height, width = x.shape[-2:]
     replaced_macs = synthesis_count.macs + encoder_count.macs
     replaced_params = synthesis_params + encoder_count.parameters_used
     return {
         "codec": codec_name,
         "encoder": encoder_name,
-        "size": size,
+        "size": size if isinstance(size, int) else f"{width}x{height}",
+        "height": height,
+        "width": width,
+        "token_grid": list(grid) if grid is not None else [encoder.grid, encoder.grid],
         "entry_layer": entry,
         "encoder_image_size": encoder.image_size,
         "device": str(device),
@@ -224,7 +248,7 @@ def _print_report(r: dict[str, Any]) -> None:
     if r["cuda_peak_mib"] is not None:
         rows.append(["peak CUDA MiB", f"{r['cuda_peak_mib']:.0f}", ""])
     title = (
-        f"{r['codec']} + {r['encoder']}, {r['size']}x{r['size']}, entry layer {r['entry_layer']}, {r['device']}, "
+        f"{r['codec']} + {r['encoder']}, {r['width']}x{r['height']}, entry layer {r['entry_layer']}, {r['device']}, "
         f"{r['threads']} threads, torch {r['torch']}, median of {r['repeats']}"
     )
     print_table(["quantity", "measured", "paper (ELIC + CLIP ViT-L/14)"], rows, title=title)
@@ -244,7 +268,7 @@ def bench(
         "--*-weights or quality).",
         show_default=False,
     ),
-    size: int = typer.Option(256, "--size", min=16, help="Input image side in pixels."),
+    size: str = typer.Option("256", "--size", help="Input image side in pixels, or WIDTHxHEIGHT (e.g. 768x512)."),
     repeats: int = typer.Option(5, "--repeats", min=1, help="Timed rounds; medians are reported."),
     entry_layer: int | None = typer.Option(
         None, "--entry-layer", help="Encoder block the neck enters (default: the encoder's entry_layer option, 2)."
@@ -273,6 +297,8 @@ def bench(
     check_component_options(host, "encoder", encoder, e_options)
     check_file(codec_weights, "--codec-weights")
     check_file(image, "--image")
+    height, width = parse_size(size)
+    shape: int | tuple[int, int] = height if height == width else (height, width)
 
     with stage("loading torch", not as_json):
         import torch
@@ -291,7 +317,7 @@ def bench(
     announce_placeholders()
     with stage("benchmarking", not as_json) as show:
         report = run_bench(
-            codec_name, codec_model, encoder_name, encoder_model, size, repeats, entry_layer, image, torch_device, show
+            codec_name, codec_model, encoder_name, encoder_model, shape, repeats, entry_layer, image, torch_device, show
         )
     if as_json:
         typer.echo(json.dumps(report, indent=2))

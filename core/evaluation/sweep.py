@@ -82,8 +82,9 @@ class Tasks:
 
 def embedding_error(embedding: Tensor, reference: Tensor) -> tuple[float, float]:
     """(MSE over the embedding's dimensions, cosine similarity) of [1, D] against [1, D]."""
-    mse = F.mse_loss(embedding.float(), reference.float()).item()
-    cosine = F.cosine_similarity(embedding.float(), reference.float(), dim=-1).item()
+    embedding, reference = embedding.float().flatten(1), reference.float().flatten(1)  # [1, D] (native: [1, N*D])
+    mse = F.mse_loss(embedding, reference).item()
+    cosine = F.cosine_similarity(embedding, reference, dim=-1).item()
     return mse, cosine
 
 
@@ -219,6 +220,8 @@ class Evaluator:
         from neckkit.bitstream.padding import crop_padding, pad_to_multiple
         from neckkit.interfaces.codec import LatentPayload, at_level, compress_with_analysis
         from neckkit.interfaces.image_codec import is_image_codec
+        from neckkit.interfaces.mllm import grid_options
+        from neckkit.neck.regions import latent_view, token_grid_of
         from neckkit.training.neck_path import bits_per_item
 
         first, codec = group[0], group[0].codec
@@ -249,18 +252,20 @@ class Evaluator:
                            "estimated_bpp": float(estimated[i]) / rates.pixels})
         reconstruction = self._reconstruction_records(shared, images, x_hat, reference)
         mllm = self.tasks.mllm
+        view = latent_view(y_hat, images.shape[-2:], padding, self.encoder)  # what the encoder sees (neck.regions)
+        grid = token_grid_of(self.encoder, images.shape[-2:])
         records = []
         for point in group:
             records.extend({"image": record["image"], "point": point.label, **record} for record in reconstruction)
             if point.neck is None:
                 continue
-            tokens = point.neck(y_hat, level=level)  # [B, T, width] entering block entry_layer (level: None, fixed-rate)
-            embeddings = self.encoder.encode_from(tokens, point.entry_layer)  # [B, D]
+            tokens = point.neck(view, level=level, grid=grid)  # [B, T, width] entering block entry_layer
+            embeddings = self.encoder.finish_from(tokens, point.entry_layer, grid)  # [B, D] ([B, N, D]: native)
             neck = [{"image": key, "point": point.label, **shared[i], "path": "neck",
                      **self._embedding_scores(key, embeddings[i : i + 1], reference[i : i + 1])} for i, key in enumerate(keys)]
             if mllm is not None:
                 self._mllm_scores(neck, lambda rows, prompts, tokens=tokens, start=point.entry_layer: mllm.generate(
-                    tokens[rows], prompts, start=start, **self.tasks.generation))
+                    tokens[rows], prompts, start=start, **self.tasks.generation, **grid_options(self.encoder, grid)))
             records.extend(neck)
         return records
 

@@ -9,12 +9,14 @@ from neckkit.interfaces.codec import (
     estimated_bits,
     is_variable_rate,
 )
-from neckkit.interfaces.encoder import VisualEncoder
+from neckkit.interfaces.encoder import Box, Grid, VisualEncoder
 from neckkit.interfaces.image_codec import ImageCodec, is_image_codec
-from neckkit.interfaces.mllm import MLLM
+from neckkit.interfaces.mllm import MLLM, grid_options
 
 __all__ = [
     "MLLM",
+    "Box",
+    "Grid",
     "Analysis",
     "Codec",
     "ImageCodec",
@@ -23,6 +25,7 @@ __all__ = [
     "VisualEncoder",
     "at_level",
     "estimated_bits",
+    "grid_options",
     "is_image_codec",
     "is_variable_rate",
 ]

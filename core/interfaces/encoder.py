@@ -8,6 +8,9 @@ from torch import Tensor, nn
 
 from neckkit.errors import NeckkitError
 
+Grid = tuple[int, int]  # (gh, gw): patch tokens per column and per row
+Box = tuple[float, float, float, float]  # (top, left, height, width) in an image's pixels
+
 
 class VisualEncoder(nn.Module, metaclass=abc.ABCMeta):
     """A vision transformer split into stem, blocks and head.
@@ -15,6 +18,14 @@ class VisualEncoder(nn.Module, metaclass=abc.ABCMeta):
     The neck replaces ``embed`` and blocks ``[0, entry_layer)``; its tokens enter
     ``blocks(tokens, entry_layer, num_layers)``. Invariant (tested for every encoder):
     ``head(blocks(embed(p), 0, num_layers))`` equals the library's own forward.
+
+    Square encoders (CLIP, EVA, BLIP-2) see every image as one ``grid x grid`` token square. A
+    **native-resolution** encoder (``native_resolution = True``: Qwen3-VL, Qwen2.5-VL) gives an image
+    the token grid of its own size and aspect ratio (:meth:`token_grid`); its ``blocks``, ``head`` and
+    ``encode_from`` then take that grid as the keyword ``grid=(gh, gw)``, and tokens are
+    ``[B, gh*gw, width]`` in raster order. Core code calls them through :meth:`run_blocks` and
+    :meth:`finish_from`, which pass the grid only to native-resolution encoders, so square encoders
+    written before it keep their signatures.
     """
 
     width: int  # token dimension
@@ -24,6 +35,7 @@ class VisualEncoder(nn.Module, metaclass=abc.ABCMeta):
     num_layers: int  # transformer blocks
     entry_layer: int = 2  # block index where neck tokens enter, 0..num_layers (paper: 2)
     has_class_token: bool = True
+    native_resolution: bool = False  # True: the token grid follows each image's size (see the class docstring)
 
     @abc.abstractmethod
     def preprocess(self, x01: Tensor) -> Tensor:
@@ -41,6 +53,40 @@ class VisualEncoder(nn.Module, metaclass=abc.ABCMeta):
         from neckkit.interfaces.preprocess import resize_center_crop
 
         return resize_center_crop(x01, self.image_size, self.image_size)
+
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
+        """The pixel size ``geometric_preprocess`` gives a ``height x width`` image: ``(image_size, image_size)``
+        for square encoders; a native-resolution encoder's own resize rule (Qwen: multiples of 32)."""
+        return self.image_size, self.image_size
+
+    def token_grid(self, height: int, width: int) -> Grid:
+        """The patch-token grid ``(gh, gw)`` of a ``height x width`` image: ``(grid, grid)`` for square encoders."""
+        return self.grid, self.grid
+
+    def view_box(self, height: int, width: int) -> Box:
+        """The region of a ``height x width`` image that ``geometric_preprocess`` shows, as
+        ``(top, left, height, width)`` in its pixels. The default is the centre square (CLIP's short side and
+        centre crop); encoders that squash or keep the whole image (BLIP-2, native resolution) return the
+        whole image. The neck path crops a latent to this box, so it sees what the baseline sees."""
+        side = min(height, width)
+        return (height - side) / 2, (width - side) / 2, side, side
+
+    def run_blocks(self, tokens: Tensor, start: int, end: int, grid: Grid | None = None) -> Tensor:
+        """:meth:`blocks`, with ``grid`` passed on only to a native-resolution encoder."""
+        if self.native_resolution:
+            return self.blocks(tokens, start, end, grid=self._need_grid(grid))  # type: ignore[call-arg]
+        return self.blocks(tokens, start, end)
+
+    def finish_from(self, tokens: Tensor, start: int, grid: Grid | None = None) -> Tensor:
+        """:meth:`encode_from`, with ``grid`` passed on only to a native-resolution encoder."""
+        if self.native_resolution:
+            return self.encode_from(tokens, start, grid=self._need_grid(grid))  # type: ignore[call-arg]
+        return self.encode_from(tokens, start)
+
+    def _need_grid(self, grid: Grid | None) -> Grid:
+        if grid is None:
+            raise NeckkitError(f"{type(self).__name__} reads images at native resolution: pass the token grid (gh, gw)")
+        return int(grid[0]), int(grid[1])
 
     @abc.abstractmethod
     def embed(self, pixels: Tensor) -> Tensor:

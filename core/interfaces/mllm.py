@@ -7,7 +7,15 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from neckkit.interfaces.encoder import VisualEncoder
+from neckkit.interfaces.encoder import Grid, VisualEncoder
+
+
+def grid_options(encoder: VisualEncoder, grid: Grid | None) -> dict[str, Grid]:
+    """``{"grid": (gh, gw)}`` for a native-resolution encoder's MLLM, ``{}`` for a square one (whose
+    ``generate`` predates the keyword)."""
+    if not encoder.native_resolution:
+        return {}
+    return {"grid": encoder._need_grid(grid)}
 
 
 class MLLM(nn.Module, metaclass=abc.ABCMeta):
@@ -34,7 +42,9 @@ class MLLM(nn.Module, metaclass=abc.ABCMeta):
 
         ``tokens`` is [B, T, width]; ``start`` defaults to the encoder's ``entry_layer``;
         ``options`` are generation options (``max_new_tokens``, ``do_sample``, ``num_beams``).
-        Returns one text per image.
+        Returns one text per image. An MLLM whose encoder reads images at native resolution
+        (``visual_encoder.native_resolution``) also takes ``grid=(gh, gw)``, the images' token grid
+        (one grid per call); core code passes it through :func:`grid_options`.
         """
 
     def generate_from_pixels(self, pixels: Tensor, prompt: str | list[str], **options: Any) -> list[str]:

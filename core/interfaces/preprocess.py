@@ -91,6 +91,20 @@ def resize_center_crop(x01: Tensor, resize: int, crop: int, interpolation: TF.In
     return _clamped(TF.center_crop(x01, [crop, crop]))
 
 
+def resize_cover_crop(x01: Tensor, height: int, width: int, interpolation: TF.InterpolationMode = BICUBIC) -> Tensor:
+    """Resize (antialiased) so the image covers ``height x width``, then the centre ``height x width``, in [0, 1].
+
+    The non-square form of :func:`resize_center_crop`: [B, 3, H, W] -> [B, 3, height, width].
+    """
+    _check_images(x01)
+    source_h, source_w = x01.shape[-2:]
+    scale = max(height / source_h, width / source_w)
+    size = [max(height, round(source_h * scale)), max(width, round(source_w * scale))]
+    if size != [source_h, source_w]:
+        x01 = TF.resize(x01, size, interpolation=interpolation, antialias=True)
+    return _clamped(TF.center_crop(x01, [height, width]))
+
+
 def resize_center_crop_normalize(
     x01: Tensor,
     size: int,

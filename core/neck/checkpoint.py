@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -67,6 +67,7 @@ class NeckShape(NeckkitConfig):
     grid: int = Field(ge=1)
     class_token: bool
     config: NeckConfig
+    positions: Literal["fixed", "interpolated"] = "fixed"  # interpolated: a native-resolution encoder's neck
 
     @classmethod
     def of_neck(cls, neck: TransformNeck) -> NeckShape:
@@ -76,7 +77,16 @@ class NeckShape(NeckkitConfig):
             grid=neck.grid,
             class_token=neck.class_embedding is not None,
             config=neck.config,
+            positions=neck.positions,  # type: ignore[arg-type]
         )
+
+    @model_serializer(mode="wrap")
+    def _omit_fixed_positions(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A square neck is written as before ``positions`` existed, so older readers load it."""
+        data = handler(self)
+        if data.get("positions") == "fixed":
+            data.pop("positions")
+        return data
 
 
 class CheckpointMeta(NeckkitConfig):
@@ -291,7 +301,8 @@ def build_neck(checkpoint: Checkpoint) -> TransformNeck:
     """The neck described by ``meta.json``, with the checkpoint's weights loaded strictly (on CPU)."""
     shape = checkpoint.meta.neck
     with seeded_init(0):  # the init is overwritten; do not consume the caller's RNG stream
-        neck = TransformNeck(shape.latent_channels, shape.width, shape.grid, shape.class_token, shape.config)
+        neck = TransformNeck(shape.latent_channels, shape.width, shape.grid, shape.class_token, shape.config,
+                             shape.positions)
     problems = state_dict_mismatches(neck.state_dict(), checkpoint.neck_state, reference=f"{META_FILE} says")
     if problems:
         raise NeckkitError(

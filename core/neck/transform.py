@@ -18,6 +18,14 @@ computing exactly what the unconditioned neck with the same weights computes.
 Other input sizes: when the latent grid differs from the encoder's token grid (another image size,
 a non-square image, a 336-px encoder), the latent is resampled (bicubic) to the encoder's grid
 before the linear layer, so the encoder and any MLLM reading it see the token count they expect.
+
+Native resolution (``positions="interpolated"``, built by :meth:`TransformNeck.for_pair` for an encoder
+with ``native_resolution``: Qwen3-VL, Qwen2.5-VL): no class token, and the position table is a
+``grid x grid`` base table bilinearly resampled to each image's token grid ``(gh, gw)``, as Qwen3-VL's
+own tower does with its learned positions; ``forward(y_hat, grid=(gh, gw))`` gives ``[B, gh*gw, width]``
+in raster order. A latent whose grid already equals the token grid (Qwen3-VL: 16-px patches on the
+1/16 latent of ELIC and TIC) is read as it is, one latent position per token; another (Qwen2.5-VL's
+14-px patches) is resampled bicubically to the token grid first.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ if TYPE_CHECKING:
     from neckkit.interfaces import Codec, VisualEncoder
 
 ACTIVATIONS = ("quick_gelu", "gelu")
+POSITIONS = ("fixed", "interpolated")  # one square table / a base table resampled to each token grid
 
 
 _fastpath_lock = threading.Lock()
@@ -119,9 +128,15 @@ class TransformNeck(nn.Module):
         grid: int,
         class_token: bool = True,
         config: NeckConfig | None = None,
+        positions: str = "fixed",
     ) -> None:
         super().__init__()
         config = config or NeckConfig()
+        if positions not in POSITIONS:
+            raise NeckkitError(f"neck positions must be one of {', '.join(POSITIONS)}, got {positions!r}")
+        if positions == "interpolated" and class_token:
+            raise NeckkitError("a neck with interpolated positions (native resolution) has no class token")
+        self.positions = positions
         if config.activation not in ACTIVATIONS:
             raise NeckkitError(f"neck activation must be one of {', '.join(ACTIVATIONS)}, got {config.activation!r}")
         if width % config.num_heads:
@@ -144,7 +159,8 @@ class TransformNeck(nn.Module):
     @classmethod
     def for_pair(cls, codec: Codec, encoder: VisualEncoder, config: NeckConfig | None = None) -> TransformNeck:
         """The neck between ``codec``'s latent and ``encoder``'s tokens."""
-        return cls(codec.latent_channels, encoder.width, encoder.grid, encoder.has_class_token, config)
+        positions = "interpolated" if getattr(encoder, "native_resolution", False) else "fixed"
+        return cls(codec.latent_channels, encoder.width, encoder.grid, encoder.has_class_token, config, positions)
 
     @property
     def num_tokens(self) -> int:
@@ -186,20 +202,40 @@ class TransformNeck(nn.Module):
             raise NeckkitError(f"the neck expects one rate level per latent, [{batch}], got shape {list(level.shape)}")
         return level
 
-    def forward(self, y_hat: Tensor, level: Tensor | float | None = None) -> Tensor:
+    def position_table(self, grid: tuple[int, int]) -> Tensor:
+        """Positions of a ``(gh, gw)`` token grid [gh*gw, width], raster order: the base table itself at
+        ``(grid, grid)``, else resampled bilinearly (interpolated positions only)."""
+        if tuple(grid) == (self.grid, self.grid):
+            return self.positional_embedding
+        if self.positions != "interpolated":
+            raise NeckkitError(f"this neck has positions for a {self.grid}x{self.grid} token grid only, not {tuple(grid)}")
+        table = self.positional_embedding.T.reshape(1, self.width, self.grid, self.grid)  # [1, width, grid, grid]
+        table = F.interpolate(table, size=tuple(grid), mode="bilinear", align_corners=False)  # [1, width, gh, gw]
+        return table.flatten(2)[0].T  # [gh*gw, width]
+
+    def forward(self, y_hat: Tensor, level: Tensor | float | None = None, grid: tuple[int, int] | None = None) -> Tensor:
         """[B, latent_channels, h, w] and the rate level of each latent ([B] or one number; ignored by an
-        unconditioned neck) -> [B, grid * grid (+ 1), width]."""
+        unconditioned neck) -> [B, grid * grid (+ 1), width]; with interpolated positions, ``grid`` is the
+        token grid ``(gh, gw)`` (default: the latent's own) -> [B, gh * gw, width]."""
         if y_hat.ndim != 4 or y_hat.shape[1] != self.latent_channels:
             raise NeckkitError(
                 f"the neck expects a latent [B, {self.latent_channels}, h, w], got shape {list(y_hat.shape)}"
             )
         level = self._level(level, y_hat.shape[0], y_hat.device)
-        if tuple(y_hat.shape[-2:]) != (self.grid, self.grid):
-            y_hat = F.interpolate(y_hat, size=(self.grid, self.grid), mode="bicubic", align_corners=False)
-        tokens = self.trans_latent_dim(y_hat.flatten(2).transpose(1, 2))  # [B, grid*grid, width]
+        if self.positions == "interpolated":
+            target = (int(grid[0]), int(grid[1])) if grid is not None else tuple(y_hat.shape[-2:])
+        else:
+            target = (self.grid, self.grid)
+            if grid is not None and tuple(grid) != target:
+                raise NeckkitError(f"this neck gives a {self.grid}x{self.grid} token grid, not {tuple(grid)}")
+        if min(target) < 1:
+            raise NeckkitError(f"a token grid needs at least one token per side, got {target}")
+        if tuple(y_hat.shape[-2:]) != target:
+            y_hat = F.interpolate(y_hat, size=target, mode="bicubic", align_corners=False)
+        tokens = self.trans_latent_dim(y_hat.flatten(2).transpose(1, 2))  # [B, gh*gw, width]
         if self.class_embedding is not None:
             cls = self.class_embedding.to(tokens.dtype).expand(tokens.shape[0], 1, -1)
             tokens = torch.cat([cls, tokens], dim=1)  # [B, grid*grid+1, width]
-        tokens = self.ln_pre(tokens + self.positional_embedding.to(tokens.dtype))
+        tokens = self.ln_pre(tokens + self.position_table(target).to(tokens.dtype))
         embedding = self.level_embedding(level) if level is not None else None  # [B, width]
         return self.transformer(tokens, embedding)

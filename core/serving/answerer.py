@@ -42,8 +42,9 @@ from neckkit.bitstream.images import load_image
 from neckkit.errors import NeckkitError, describe_error
 from neckkit.host.manager import PluginHost
 from neckkit.host.options import build_component
-from neckkit.interfaces import MLLM, Codec
+from neckkit.interfaces import MLLM, Codec, Grid, grid_options
 from neckkit.neck.checkpoint import Checkpoint, build_neck, load_checkpoint
+from neckkit.neck.regions import latent_view, token_grid_of
 from neckkit.neck.transform import TransformNeck
 from neckkit.serving.decode_pool import DecodePool, DecodeStats, DecodeWorkers
 from neckkit.serving.decode_worker import DecoderSpec, plugin_sources
@@ -61,14 +62,16 @@ class Prepared:
 
     request: AskRequest
     watch: Stopwatch
-    inputs: Tensor  # y_hat [1, C, h, w] (neck path) or pixels [1, 3, S, S] (uncompressed)
+    inputs: Tensor  # y_hat [1, C, h, w] cropped to the encoder's view (neck path) or pixels [1, 3, H, W]
     nk: NkFile | None = None
     synthesis_calls: int = 0
     compressed_here: bool = False
+    grid: Grid | None = None  # a native-resolution encoder's token grid (gh, gw) for the image; None: square
 
     def batch_key(self) -> tuple[Any, ...]:
-        """Requests share one neck and MLLM call when their path, input shape and generation options match."""
-        return (self.request.uncompressed, tuple(self.inputs.shape), self.request.generation_key())
+        """Requests share one neck and MLLM call when their path, input shape, token grid and generation
+        options match (so images of different sizes go in different calls)."""
+        return (self.request.uncompressed, tuple(self.inputs.shape), self.grid, self.request.generation_key())
 
 
 class Answerer:
@@ -194,7 +197,7 @@ class Answerer:
         is the uncompressed baseline at the encoder's size.
         """
         if self.codec is None:
-            side = self.mllm.visual_encoder.image_size
+            side = self.mllm.visual_encoder.image_size  # native resolution: a typical square
             return AskRequest(torch.zeros(1, 3, side, side), ["warm-up"], {"max_new_tokens": max_new_tokens},
                               uncompressed=True, name="<warm-up>")
         side = self.codec.pad_multiple
@@ -307,7 +310,7 @@ class Answerer:
         else:
             image = self._read_image(source, shown, watch)
             assert self.checkpoint is not None  # a codec comes with its neck's checkpoint
-            with watch.stage("compress"):
+            with watch.stage("compress"):  # the image as it is, like `neckkit compress` (neck.regions)
                 nk = compress_image(self.codec, image, name=self.codec_name or "", fingerprint=self.codec_fingerprint,
                                     options=self.checkpoint.meta.codec.options, level=request.level)
             compressed_here = True
@@ -318,7 +321,14 @@ class Answerer:
                 raise NeckkitError(f"{shown}: {error}") from None
         with watch.stage("entropy_decode"):
             y_hat, worker_calls = self._decode(nk, shown)  # [1, C, h, w]
-        return Prepared(request, watch, y_hat, nk, self._synthesis.calls - before + worker_calls, compressed_here)
+        encoder = self.mllm.visual_encoder
+        try:
+            y_hat = latent_view(y_hat, nk.original_size, nk.padding, encoder)  # the region the baseline sees
+            grid = token_grid_of(encoder, nk.original_size)
+        except NeckkitError as error:
+            raise NeckkitError(f"{shown}: {error}") from None
+        return Prepared(request, watch, y_hat, nk, self._synthesis.calls - before + worker_calls, compressed_here,
+                        grid)
 
     @staticmethod
     def _read_image(source: Any, shown: str, watch: Stopwatch) -> Tensor:
@@ -374,10 +384,12 @@ class Answerer:
             else:
                 assert self.neck is not None
                 y_hat = torch.cat([member.inputs for member in members]).to(self._device)  # [B, C, h, w]
-                tokens = self._neck_tokens(y_hat, [member.nk.level if member.nk else None for member in members])
+                grid = members[0].grid  # one per batch (batch_key)
+                tokens = self._neck_tokens(y_hat, [member.nk.level if member.nk else None for member in members], grid)
                 neck_seconds = time.perf_counter() - start
                 tokens = tokens.repeat_interleave(repeats.to(tokens.device), dim=0)  # [sum of prompts, T, width]
-                answers = self.mllm.generate(tokens, prompts, start=self.entry_layer, **first.generation)
+                answers = self.mllm.generate(tokens, prompts, start=self.entry_layer, **first.generation,
+                                             **grid_options(self.mllm.visual_encoder, grid))
             mllm_seconds = time.perf_counter() - start - (neck_seconds or 0.0)
         if len(answers) != len(prompts):
             raise NeckkitError(f"MLLM {self.mllm_name!r} gave {len(answers)} answers to {len(prompts)} prompts")
@@ -388,15 +400,15 @@ class Answerer:
             offset += count
         return results
 
-    def _neck_tokens(self, y_hat: Tensor, levels: list[int | float | None]) -> Tensor:
+    def _neck_tokens(self, y_hat: Tensor, levels: list[int | float | None], grid: Grid | None = None) -> Tensor:
         """[B, T, width] entering block ``entry_layer``; each file's own level goes to the neck (one batch)."""
         assert self.neck is not None
         if all(level is None for level in levels):
-            return self.neck(y_hat)
+            return self.neck(y_hat, grid=grid)
         if any(level is None for level in levels):  # decode_latent gives every file of one codec a level or none
             raise NeckkitError("one batch mixes files with and without a rate level")
         level = torch.tensor([float(value) for value in levels], device=y_hat.device)  # [B]
-        return self.neck(y_hat, level=level)
+        return self.neck(y_hat, level=level, grid=grid)
 
     def _result(self, member: Prepared, answers: list[str], neck_seconds: float | None, mllm_seconds: float,
                 batch_size: int) -> AskResult:

@@ -6,6 +6,11 @@ joint phase of d2/d3). Batches are dicts: ``images`` [B, 3, S, S] in [0, 1], or,
 ``y_hat`` [B, C, h, w], ``teacher`` [B, D], ``bits`` [B] (and ``teacher_tokens`` [B, T, W]); with a
 variable-rate codec also ``level`` [B] (float): the crops are coded at it (one level per batch of
 images) and the neck is told it.
+
+Native resolution (an encoder with ``native_resolution``, e.g. Qwen3-VL): the crops of one batch share
+one shape (a bucket, ``neckkit.training.buckets``), the latent is cropped to the image (the codec's padding
+dropped, :func:`~neckkit.neck.regions.latent_view`) and the neck, the encoder and the teacher all run on
+that shape's token grid. The d1 cache then also stores ``image_size`` [B, 2] (H, W of each crop).
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from torch import Tensor, nn
 
 from neckkit.bitstream.padding import crop_padding, pad_to_multiple
 from neckkit.errors import NeckkitError
-from neckkit.interfaces import Codec, VisualEncoder, at_level
+from neckkit.interfaces import Codec, Grid, VisualEncoder, at_level
+from neckkit.neck.regions import latent_view, token_grid_of
 from neckkit.neck.transform import TransformNeck
 from neckkit.training.rate_levels import level_field
 
@@ -51,18 +57,30 @@ class NeckPath(nn.Module):
         analysis = self.codec.analyze(padded)
         return analysis.y_hat, bits_per_item(analysis.likelihoods), padding
 
+    def grid(self, image_size: Any) -> Grid | None:
+        """The token grid of crops of ``image_size`` (H, W) for a native-resolution encoder, else None."""
+        return token_grid_of(self.encoder, [int(value) for value in image_size])
+
+    def view(self, y_hat: Tensor, image_size: Any, padding: Any) -> Tensor:
+        """A native-resolution encoder's latent: the crops' own cells (padding dropped); others unchanged
+        (their crops are the paper's squares, which the neck reads whole)."""
+        if not self.encoder.native_resolution:
+            return y_hat
+        return latent_view(y_hat, [int(value) for value in image_size], padding, self.encoder)
+
     @torch.no_grad()
     def teacher(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
         """The frozen encoder on the uncompressed crops: (embedding [B, D], tokens at token_layer)."""
-        return self.finish(self.encoder.embed(self.encoder.preprocess(images)), 0)
+        pixels = self.encoder.preprocess(images)
+        return self.finish(self.encoder.embed(pixels), 0, self.grid(images.shape[-2:]))
 
-    def finish(self, tokens: Tensor, start: int) -> tuple[Tensor, Tensor | None]:
+    def finish(self, tokens: Tensor, start: int, grid: Grid | None = None) -> tuple[Tensor, Tensor | None]:
         """Run the encoder from block ``start``: (embedding, tokens entering ``token_layer``)."""
         encoder, layer = self.encoder, self.token_layer
         if layer is None:
-            return encoder.encode_from(tokens, start), None
-        at_layer = encoder.blocks(tokens, start, layer)
-        return encoder.encode_from(at_layer, layer), at_layer
+            return encoder.finish_from(tokens, start, grid), None
+        at_layer = encoder.run_blocks(tokens, start, layer, grid)
+        return encoder.finish_from(at_layer, layer, grid), at_layer
 
     def reconstruction(self, y_hat: Tensor, padding: Any = None) -> Tensor:
         """The "Reconstruction" baseline's embedding: decoded image through the full encoder."""
@@ -78,18 +96,24 @@ class NeckPath(nn.Module):
         level = batch.get("level")  # [B] or None (a fixed-rate codec)
         if "images" in batch:
             images = batch["images"]
+            image_size = images.shape[-2:]
             with self.coding_at(level):
                 y_hat, out["bits"], padding = self.analyze(images)
                 if with_image:
                     x_hat = crop_padding(self.codec.synthesize(y_hat), padding)
                     out["image_mse"] = nn.functional.mse_loss(x_hat, images)
+            y_hat = self.view(y_hat, image_size, padding)
             out["teacher"], teacher_tokens = self.teacher(images)
             out["pixels"] = torch.tensor(images.shape[-2] * images.shape[-1])
         else:
             y_hat, out["bits"], out["teacher"] = batch["y_hat"], batch["bits"], batch["teacher"]
             teacher_tokens = batch.get("teacher_tokens")
             out["pixels"] = batch["pixels"][0]
-        out["student"], student_tokens = self.finish(self.neck(y_hat, level), self.entry_layer)
+            image_size = batch["image_size"][0].tolist() if "image_size" in batch else None
+        grid = self.grid(image_size) if image_size is not None else None
+        if self.encoder.native_resolution and grid is None:
+            raise NeckkitError("a native-resolution encoder's cached rows need their image_size (rebuild the cache)")
+        out["student"], student_tokens = self.finish(self.neck(y_hat, level, grid=grid), self.entry_layer, grid)
         if student_tokens is not None and teacher_tokens is not None:
             out["token_mse"] = nn.functional.mse_loss(student_tokens, teacher_tokens)
         return out
@@ -108,14 +132,19 @@ class NeckPath(nn.Module):
         """What the d1 cache stores per crop (the codec and the encoder are frozen); with ``levels``, the
         latent and bits at each (``y_hat_l<k>``, ``bits_l<k>``) and the teacher once."""
         fields: dict[str, Tensor] = {}
+        size = images.shape[-2:]
         if levels is None:
-            fields["y_hat"], fields["bits"], _ = self.analyze(images)
+            y_hat, fields["bits"], padding = self.analyze(images)
+            fields["y_hat"] = self.view(y_hat, size, padding)
         for index, level in enumerate(levels or ()):
             with at_level(self.codec, level):
-                fields[level_field("y_hat", index)], fields[level_field("bits", index)], _ = self.analyze(images)
+                y_hat, fields[level_field("bits", index)], padding = self.analyze(images)
+                fields[level_field("y_hat", index)] = self.view(y_hat, size, padding)
         teacher, tokens = self.teacher(images)
         fields["teacher"] = teacher
         fields["pixels"] = torch.full((images.shape[0],), images.shape[-2] * images.shape[-1], dtype=torch.int64)
+        if self.encoder.native_resolution:
+            fields["image_size"] = torch.tensor([list(size)] * images.shape[0], dtype=torch.int64)  # [B, 2]
         if tokens is not None:
             fields["teacher_tokens"] = tokens
         return fields

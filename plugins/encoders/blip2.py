@@ -163,6 +163,10 @@ class Blip2Encoder(VisualEncoder):
         """The whole image squashed to ``image_size`` square (what ``preprocess`` shows, unnormalised)."""
         return resize_square(x01, self.image_size)
 
+    def view_box(self, height: int, width: int) -> tuple[float, float, float, float]:
+        """The whole image (squashed, not cropped)."""
+        return 0.0, 0.0, height, width
+
     def embed(self, pixels: Tensor) -> Tensor:
         """Patch, class and position embedding (BLIP-2 has no pre-norm): -> [B, grid*grid+1, width]."""
         return self.model.embeddings(pixels)

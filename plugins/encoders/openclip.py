@@ -357,6 +357,12 @@ class OpenClipEncoder(VisualEncoder):
             return resize_square(x01, self.image_size, interpolation=self.interpolation)
         return resize_center_crop(x01, self.image_size, self.image_size, interpolation=self.interpolation)
 
+    def view_box(self, height: int, width: int) -> tuple[float, float, float, float]:
+        """The whole image when squashed, else the centre square."""
+        if self.resize_mode == "squash":
+            return 0.0, 0.0, height, width
+        return super().view_box(height, width)
+
     def embed(self, pixels: Tensor) -> Tensor:
         if self.kind == "eva":
             trunk = self.visual.trunk
