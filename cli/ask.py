@@ -243,6 +243,6 @@ def _ask_image(client: Any, source: Path, data: bytes, prompts: list[str], gener
     report: dict[str, Any] = {"source": str(source), "mllm": model, "prompts": list(prompts), "path": "neck",
                               "codec": codec, "level": extra.get("level"), "bpp": extra.get("bpp"),
                               "payload_bpp": extra.get("payload_bpp"), "latent_shape": extra.get("latent_shape"),
-                              "synthesis_calls": extra.get("synthesis_calls", 0), "answers": answers,
+                              "token_grid": extra.get("token_grid"), "synthesis_calls": extra.get("synthesis_calls", 0), "answers": answers,
                               "answer": answers[0] if len(answers) == 1 else answers, "seconds": seconds}
     return report

@@ -425,4 +425,6 @@ class Answerer:
             result.codec, result.bpp, result.payload_bpp = self.codec_name, rates.file_bpp, rates.payload_bpp
             result.level = member.nk.level
             result.latent_shape, result.synthesis_calls = list(member.inputs.shape), member.synthesis_calls
+            grid = member.grid or (self.mllm.visual_encoder.grid,) * 2
+            result.token_grid = [int(grid[0]), int(grid[1])]
         return result

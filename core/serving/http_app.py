@@ -151,7 +151,8 @@ def generation_options(values: dict[str, Any]) -> dict[str, Any]:
 
 GENERATION_FIELDS = ("max_new_tokens", "num_beams", "do_sample", "temperature")
 # The ``ask --json`` fields a chat reply carries under "neckkit" (the answer itself is in choices).
-CHAT_REPORT_FIELDS = ("codec", "level", "bpp", "payload_bpp", "latent_shape", "synthesis_calls", "seconds")
+CHAT_REPORT_FIELDS = ("codec", "level", "bpp", "payload_bpp", "latent_shape", "token_grid", "synthesis_calls",
+                      "seconds")
 
 
 def decode_image(data: bytes, media: str) -> Any:

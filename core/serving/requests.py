@@ -80,7 +80,7 @@ class AskRequest:
 # What ``neckkit ask --json`` prints, in its order (:meth:`AskResult.as_dict`; the uncompressed
 # baseline leaves out the codec fields).
 REPORT_FIELDS = ("source", "mllm", "prompts", "path", "codec", "level", "bpp", "payload_bpp", "latent_shape",
-                 "synthesis_calls", "answers", "answer", "seconds")
+                 "token_grid", "synthesis_calls", "answers", "answer", "seconds")
 
 
 @dataclass
@@ -102,7 +102,8 @@ class AskResult:
     level: int | float | None = None  # the file's rate level (variable-rate codecs)
     bpp: float | None = None
     payload_bpp: float | None = None
-    latent_shape: list[int] | None = None
+    latent_shape: list[int] | None = None  # [1, C, h, w]: the latent cells the neck read (the encoder's view)
+    token_grid: list[int] | None = None  # [gh, gw]: the patch tokens the neck gave the encoder
     synthesis_calls: int | None = None
     compressed_here: bool = False
     batch_size: int = 1
@@ -119,7 +120,8 @@ class AskResult:
             report.update(path=self.path, bpp=None)
         else:
             report.update(path=self.path, codec=self.codec, level=self.level, bpp=self.bpp, payload_bpp=self.payload_bpp,
-                          latent_shape=self.latent_shape, synthesis_calls=self.synthesis_calls)
+                          latent_shape=self.latent_shape, token_grid=self.token_grid,
+                          synthesis_calls=self.synthesis_calls)
         report["answers"] = list(self.answers)
         report["answer"] = self.answer
         report["seconds"] = {name: round(value, 4) for name, value in self.seconds.items()}
