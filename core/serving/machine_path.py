@@ -90,6 +90,14 @@ def check_mllm(checkpoint: Checkpoint, mllm_name: str, mllm: MLLM) -> None:
             f"the neck in {checkpoint.path} was trained for encoder {trained_for!r}, but MLLM {mllm_name!r} "
             f"reads encoder {mllm.encoder!r}; train a neck with --encoder {mllm.encoder}"
         )
+    width = getattr(mllm.visual_encoder, "width", None)
+    if width is not None and checkpoint.meta.neck.width != width:  # the same family at another size (qwen3-vl 2b vs 8b)
+        options = ", ".join(f"{key}={value}" for key, value in checkpoint.meta.encoder.options.items()) or "none"
+        raise NeckkitError(
+            f"the neck in {checkpoint.path} gives {checkpoint.meta.neck.width}-wide tokens (encoder {trained_for!r}, "
+            f"options {options}), but MLLM {mllm_name!r}'s vision tower is {width} wide: use the MLLM size the neck was "
+            "trained for"
+        )
 
 
 def check_nk_codec(checkpoint: Checkpoint, nk_codec: str, source: str) -> None:

@@ -2,7 +2,7 @@
 
 Each encoder family lives in its own module (``clip``: transformers CLIP ViT-L/14; ``openclip``:
 any open_clip ViT or EVA tower, EVA02-L among them; ``blip2``: BLIP-2's EVA ViT-g through
-transformers). The factories
+transformers; ``qwen_vl``: the Qwen3-VL and Qwen2.5-VL towers at native resolution). The factories
 are lazy, so ``neckkit list-plugins`` lists them without importing torch or transformers.
 """
 
@@ -78,3 +78,26 @@ def register_encoders(register: RegisterCallback) -> None:
             **open_clip_options,
         },
     )
+    # -- native resolution: the token grid follows each image's size (plugins/encoders/qwen_vl.py) --
+    for name, family, class_name, factory, sizes in (
+        ("qwen3-vl-vit", "Qwen3-VL", "Qwen3VLVisionModel", "build_qwen3_vl_vision", ("2b", "4b", "8b")),
+        ("qwen2.5-vl-vit", "Qwen2.5-VL", "Qwen2_5_VisionTransformerPretrainedModel", "build_qwen25_vl_vision",
+         ("3b", "7b")),
+    ):
+        hub_ids = tuple(f"Qwen/{family}-{size.upper()}-Instruct" for size in sizes)
+        features = "merger + DeepStack features" if family == "Qwen3-VL" else "merger features"
+        register(
+            name,
+            lazy_factory(f"neckkit.plugins.encoders.qwen_vl:{factory}"),
+            description=f"{family} vision tower at native resolution (transformers {class_name}), {features}, "
+            "no text tower",
+            tiny=True,
+            pretrained=hub_ids,
+            options={
+                "size": f"{', '.join(sizes)}: the default weights and the random_init architecture (default {sizes[0]})",
+                "weights": f"hub id or local folder, full {family} or bare vision tower (default {hub_ids[0]})",
+                "tiny": TINY_HELP,
+                "random_init": f"real-size {family} tower of size, random weights",
+                "entry_layer": ENTRY_LAYER_HELP,
+            },
+        )

@@ -1,9 +1,29 @@
-"""Qwen3-VL and Qwen2.5-VL vision towers at native resolution, split into embed / blocks / head.
+"""Qwen3-VL and Qwen2.5-VL vision towers at native resolution (``qwen3-vl-vit``, ``qwen2.5-vl-vit``).
 
-Groundwork for serving these MLLMs from a neck: :class:`Qwen3VLTower` and :class:`Qwen25VLTower`
-hold transformers' own vision model (``Qwen3VLVisionModel``, ``Qwen2_5_VisionTransformerPretrainedModel``)
-and run its modules in pieces, bitwise equal (float32, CPU, eval) to ``model.visual(pixel_values,
-grid_thw=...)``. No plugin hook is registered here. Facts checked against transformers 5.25.0:
+:class:`Qwen3VLTower` and :class:`Qwen25VLTower` are native-resolution visual encoders
+(:class:`~neckkit.interfaces.VisualEncoder`, ``native_resolution = True``): they hold transformers'
+own vision model (``Qwen3VLVisionModel``, ``Qwen2_5_VisionTransformerPretrainedModel``) and run its
+modules in pieces, bitwise equal (float32, CPU, eval) to ``model.visual(pixel_values, grid_thw=...)``.
+The factories :func:`build_qwen3_vl_vision` and :func:`build_qwen25_vl_vision` are registered in
+``neckkit.plugins.encoders``.
+
+The encoder interface, as these towers fill it:
+
+- ``preprocess`` = :meth:`~_QwenTower.pixels` (the processor's resize to ``input_size(h, w)`` and
+  normalisation); ``token_grid(h, w)`` = ``(gh, gw)``; ``view_box`` = the whole image (nothing is cropped);
+  ``embed`` / ``blocks`` / ``head`` / ``encode_from`` take ``grid=(gh, gw)``, tokens ``[B, gh*gw, width]``
+  in raster order.
+- ``encode_from`` (the distillation target) returns what the language model reads, per LLM token:
+  Qwen3-VL the merger output and the DeepStack features concatenated, ``[B, gh/2*gw/2, out_hidden *
+  (1 + taps)]``; Qwen2.5-VL the merger output. ``embed_dim`` is that last size; there is no text tower.
+- ``grid``: the side of the neck's base position grid. Qwen3-VL: the tower's own learned position
+  table (``num_grid_per_side``: 48 real, 8 tiny). Qwen2.5-VL has no position table: the grid of its
+  default image, ``image_size / 14`` (36 real, 8 tiny).
+- ``image_size``: a default square side (multiple of ``patch * merge``), for warm-up requests and
+  sizes that must be chosen without an image: Qwen3-VL 512 (a 32x32 token grid), Qwen2.5-VL 504
+  (36x36); tiny 64 and 112.
+
+Facts checked against transformers 5.25.0:
 
 - Input. The image processor (``Qwen2VLImageProcessor`` for both) resizes each image to
   ``smart_resize(h, w, factor=patch*merge, min_pixels, max_pixels)`` (bicubic, antialiased, no clamp),
@@ -60,6 +80,7 @@ reachable from here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -69,14 +90,15 @@ import torch
 from torch import Tensor, nn
 
 from neckkit.errors import NeckkitError
+from neckkit.host.factories import random_weights
+from neckkit.interfaces.encoder import Box, Grid, VisualEncoder
 from neckkit.interfaces.preprocess import OPENAI_MEAN, OPENAI_STD
 from neckkit.loading.hub import WeightsSource, Wording
 from neckkit.loading.shards import INDEX_FILE, SINGLE_FILE, read_submodule_tensors
 from neckkit.loading.weights import seeded_init, state_dict_mismatches
 
-Grid = tuple[int, int]  # (gh, gw): patches per column and per row after the resize
-
-PREPROCESSOR_FILE = "preprocessor_config.json"
+PREPROCESSOR_FILE = "preprocessor_config.json"  # the image processor alone (hub checkpoints)
+PROCESSOR_FILE = "processor_config.json"  # transformers 5's processor save: the image processor under "image_processor"
 VISUAL_PREFIXES = ("model.visual.", "visual.")  # Qwen3-VL files: model.visual.*; Qwen2.5-VL files: visual.*
 
 
@@ -128,6 +150,13 @@ _QWEN25_COMMON = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_he
                       patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
                       fullatt_block_indexes=[7, 15, 23, 31], in_channels=3)
 
+# The Instruct checkpoints holding each size's tower (and MLLM); the first size is the default.
+QWEN3_VL_HUB_IDS: dict[str, str] = {size: f"Qwen/Qwen3-VL-{size.upper()}-Instruct" for size in QWEN3_VL_TOWERS}
+QWEN25_VL_HUB_IDS: dict[str, str] = {size: f"Qwen/Qwen2.5-VL-{size.upper()}-Instruct" for size in QWEN25_VL_TOWERS}
+# Default square sides (``image_size``) of real and tiny towers: multiples of patch * merge.
+QWEN3_VL_IMAGE_SIZE, QWEN3_VL_TINY_IMAGE_SIZE = 512, 64  # 32x32 and 4x4 patch tokens
+QWEN25_VL_IMAGE_SIZE, QWEN25_VL_TINY_IMAGE_SIZE = 504, 112  # 36x36 and 8x8 patch tokens
+
 
 def tiny_qwen3_vl_vision_config() -> Any:
     """A tiny Qwen3-VL tower: 4 blocks, width 32, 2 heads, patch 16, taps [1, 2], out 48, 8x8 positions."""
@@ -177,11 +206,14 @@ class _Layout:
     merge_order: Tensor | None = None  # Qwen2.5-VL: [B*T/4] argsort(window_index), library -> merge-unit order
 
 
-class _QwenTower(nn.Module):
-    """What both towers share: the processor's geometry, token orders and packing."""
+class _QwenTower(VisualEncoder):
+    """What both towers share: the processor's geometry, token orders and packing, the encoder interface."""
 
     family = "Qwen-VL"
     default_processor: ProcessorSpec
+    default_image_size: int
+    native_resolution = True
+    has_class_token = False
 
     @classmethod
     def from_pretrained(cls, weights: str, entry_layer: int = 2) -> Self:
@@ -189,7 +221,8 @@ class _QwenTower(nn.Module):
         visual, processor = _load_visual(weights, cls.family)
         return cls(visual, processor or cls.default_processor, entry_layer)
 
-    def __init__(self, visual: nn.Module, processor: ProcessorSpec, entry_layer: int = 2) -> None:
+    def __init__(self, visual: nn.Module, processor: ProcessorSpec, entry_layer: int = 2, *,
+                 image_size: int | None = None) -> None:
         super().__init__()
         self.visual = visual.eval()
         config = visual.config
@@ -200,6 +233,8 @@ class _QwenTower(nn.Module):
         self.patch_size: int = config.patch_size
         self.merge_size: int = config.spatial_merge_size
         self.temporal_patch_size: int = config.temporal_patch_size
+        self.deepstack_taps: tuple[int, ...] = tuple(getattr(config, "deepstack_visual_indexes", None) or ())
+        self.embed_dim: int = self.out_dim * (1 + len(self.deepstack_taps))  # encode_from's size per LLM token
         if (processor.patch_size, processor.merge_size) != (self.patch_size, self.merge_size):
             raise NeckkitError(
                 f"{self.family} processor has patch {processor.patch_size} / merge {processor.merge_size}, "
@@ -208,6 +243,9 @@ class _QwenTower(nn.Module):
         if not 0 <= entry_layer <= self.num_layers:
             raise NeckkitError(f"entry_layer must be in 0..{self.num_layers}, got {entry_layer}")
         self.entry_layer = entry_layer
+        self.image_size: int = image_size or self.default_image_size
+        if self.image_size % processor.factor:
+            raise NeckkitError(f"{self.family} image_size must be a multiple of {processor.factor}, got {self.image_size}")
 
     # -- the processor's geometry ---------------------------------------------------------------
 
@@ -241,8 +279,7 @@ class _QwenTower(nn.Module):
         """
         from torchvision.transforms.v2 import functional as tvF
 
-        if x01.ndim != 4 or x01.shape[1] != 3:
-            raise NeckkitError(f"expected images [B, 3, H, W], got shape {tuple(x01.shape)}")
+        self._check_images(x01)
         size = list(self.resize_for(x01.shape[-2], x01.shape[-1]))
         mean, std = torch.tensor(self.processor.mean), torch.tensor(self.processor.std)
         if eight_bit:
@@ -252,6 +289,38 @@ class _QwenTower(nn.Module):
         resized = resized.to(torch.float32)
         mean, std = mean.to(resized.device).view(-1, 1, 1), std.to(resized.device).view(-1, 1, 1)
         return (resized - mean) / std  # [B, 3, H', W']
+
+    def geometric_preprocess(self, x01: Tensor) -> Tensor:
+        """The processor's resize without the normalisation, clamped to [0, 1]: [B, 3, H, W] -> [B, 3, H', W']
+        at :meth:`input_size`. What a device compresses: the whole image at the size the tower reads.
+
+        ``preprocess(geometric_preprocess(x))`` equals ``preprocess(x)`` bitwise wherever the bicubic resize
+        stays within [0, 1] (an image already at its input size is not resized again). Where it overshoots
+        (ringing at sharp edges) the two differ by exactly the overshoot, which the clamp removes so that the
+        region can be stored as an image; the processor fed 8-bit images clips there too.
+        """
+        from torchvision.transforms.v2 import functional as tvF
+
+        self._check_images(x01)
+        size = list(self.resize_for(x01.shape[-2], x01.shape[-1]))
+        resized = tvF.resize(x01, size, interpolation=tvF.InterpolationMode.BICUBIC, antialias=True)
+        return resized.to(torch.float32).clamp(0.0, 1.0)
+
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
+        """The processor's resize of a ``height x width`` image (:meth:`resize_for`)."""
+        return self.resize_for(height, width)
+
+    def view_box(self, height: int, width: int) -> Box:
+        """The whole image: the processor resizes it, keeping its aspect ratio (up to rounding), and crops nothing."""
+        return 0.0, 0.0, float(height), float(width)
+
+    def preprocess(self, x01: Tensor) -> Tensor:
+        """The processor's resize and normalisation (:meth:`pixels`): [B, 3, H, W] in [0, 1] -> [B, 3, H', W']."""
+        return self.pixels(x01)
+
+    def _check_images(self, x01: Tensor) -> None:
+        if x01.ndim != 4 or x01.shape[1] != 3:
+            raise NeckkitError(f"expected images [B, 3, H, W], got shape {tuple(x01.shape)}")
 
     def grid_of(self, pixels: Tensor) -> Grid:
         """Patch grid of preprocessed pixels [B, 3, H, W] (H, W multiples of patch * merge)."""
@@ -369,27 +438,49 @@ class _QwenTower(nn.Module):
         """Patch embedding (+ Qwen3-VL's position table): [B, 3, H, W] -> [B, gh*gw, width], raster order."""
         raise NotImplementedError
 
-    def blocks(self, tokens: Tensor, start: int, end: int, grid: Grid) -> Tensor:
+    def blocks(self, tokens: Tensor, start: int, end: int, grid: Grid | None = None) -> Tensor:
         """Run blocks ``start .. end - 1`` on raster tokens [B, gh*gw, width] -> same shape and order."""
+        grid = self._need_grid(grid)
         self._check_tokens(tokens, grid)
         self._check_range(start, end)
         layout = self._layout(grid, tokens.shape[0], tokens.device)
         packed = self._run_blocks(self._to_library(tokens, layout.order), start, end, layout)
         return self._to_raster(packed, layout.inverse, tokens.shape[0])
 
-    def head(self, tokens: Tensor, grid: Grid) -> Tensor:
+    def head(self, tokens: Tensor, grid: Grid | None = None) -> Tensor:
         """The merger on the last block's raster tokens -> [B, gh/2 * gw/2, out_hidden], LLM tokens row-major."""
+        grid = self._need_grid(grid)
         self._check_tokens(tokens, grid)
         layout = self._layout(grid, tokens.shape[0], tokens.device)
         return self._merge(self._to_library(tokens, layout.order), layout, tokens.shape[0])
 
-    def forward_from(self, tokens: Tensor, start: int, grid: Grid) -> QwenVisionOutput:
+    def forward_from(self, tokens: Tensor, start: int, grid: Grid | None = None) -> QwenVisionOutput:
         """Finish the forward from raster tokens entering block ``start``."""
+        grid = self._need_grid(grid)
         return QwenVisionOutput(self.head(self.blocks(tokens, start, self.num_layers, grid), grid))
 
     def forward(self, pixels: Tensor) -> QwenVisionOutput:
         """The whole tower on preprocessed pixels [B, 3, H, W]."""
         return self.forward_from(self.embed(pixels), 0, self.grid_of(pixels))
+
+    def encode_from(self, tokens: Tensor, start: int, grid: Grid | None = None) -> Tensor:
+        """What the language model reads, from raster tokens entering block ``start``: the merger output and
+        the DeepStack features (Qwen3-VL) concatenated -> [B, gh/2 * gw/2, embed_dim]. The distillation target."""
+        output = self.forward_from(tokens, start, grid)
+        return torch.cat([output.merged, *output.deepstack], dim=-1)
+
+    def encode(self, pixels: Tensor) -> Tensor:
+        """:meth:`encode_from` on preprocessed pixels [B, 3, H, W], entering at block 0."""
+        return self.encode_from(self.embed(pixels), 0, self.grid_of(pixels))
+
+    def hidden_states(self, tokens: Tensor, start: int, grid: Grid | None = None) -> tuple[Tensor | None, ...]:
+        """Raster tokens entering each block (``num_layers + 1`` entries, ``None`` before ``start``)."""
+        grid = self._need_grid(grid)
+        states: list[Tensor | None] = [None] * start + [tokens]
+        for index in range(start, self.num_layers):
+            tokens = self.blocks(tokens, index, index + 1, grid)
+            states.append(tokens)
+        return tuple(states)
 
     def library_forward(self, pixels: Tensor) -> Any:
         """transformers' own ``visual(pixel_values, grid_thw=...)`` on the same pixels (the reference)."""
@@ -405,9 +496,13 @@ def _tower_config(family: str, config_class: Any, common: Mapping[str, Any], tow
     return config_class(**common, **towers[size])
 
 
-def _random_visual(model_class: Any, config: Any, seed: int, device: str | torch.device | None) -> nn.Module:
-    """The library's vision model with seeded random weights, built on ``device`` (``"meta"``: no memory)."""
-    with seeded_init(seed), torch.device(device or "cpu"):
+def _random_visual(model_class: Any, config: Any, seed: int | None, device: str | torch.device | None) -> nn.Module:
+    """The library's vision model with random weights, built on ``device`` (``"meta"``: no memory).
+
+    Drawn under ``seeded_init(seed)``, or, with ``seed=None``, from the current RNG state (a factory inside
+    the host's ``seeded_init``, so that an MLLM factory drawing its tower first gets the same weights).
+    """
+    with seeded_init(seed) if seed is not None else contextlib.nullcontext(), torch.device(device or "cpu"):
         return model_class(config)
 
 
@@ -420,17 +515,20 @@ class Qwen3VLTower(_QwenTower):
 
     family = "Qwen3-VL"
     default_processor = QWEN3_VL_PROCESSOR
+    default_image_size = QWEN3_VL_IMAGE_SIZE
 
-    def __init__(self, visual: nn.Module, processor: ProcessorSpec = QWEN3_VL_PROCESSOR, entry_layer: int = 2) -> None:
-        super().__init__(visual, processor, entry_layer)
-        self.deepstack_taps: tuple[int, ...] = tuple(visual.config.deepstack_visual_indexes)
+    def __init__(self, visual: nn.Module, processor: ProcessorSpec = QWEN3_VL_PROCESSOR, entry_layer: int = 2, *,
+                 image_size: int | None = None) -> None:
+        super().__init__(visual, processor, entry_layer, image_size=image_size)
+        self.grid: int = int(visual.num_grid_per_side)  # the side of the learned position table
 
     @classmethod
-    def random_init(cls, size: str = "2b", seed: int = 0, device: str | torch.device | None = None,
-                    tiny: bool = False, processor: ProcessorSpec | None = None) -> Qwen3VLTower:
+    def random_init(cls, size: str = "2b", seed: int | None = 0, device: str | torch.device | None = None,
+                    tiny: bool = False, processor: ProcessorSpec | None = None, entry_layer: int = 2) -> Qwen3VLTower:
         """A real-size tower (``"2b"``, ``"4b"``, ``"8b"``) or the tiny one with random weights.
 
-        ``device="meta"`` builds it without memory (to count parameters).
+        ``device="meta"`` builds it without memory (to count parameters); ``seed=None`` draws from the
+        current RNG state (as the registered factory does, inside the host's ``seeded_init``).
         """
         from transformers import Qwen3VLVisionConfig
         from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionModel
@@ -438,7 +536,8 @@ class Qwen3VLTower(_QwenTower):
         config = tiny_qwen3_vl_vision_config() if tiny else _tower_config(
             cls.family, Qwen3VLVisionConfig, _QWEN3_COMMON, QWEN3_VL_TOWERS, size)
         visual = _random_visual(Qwen3VLVisionModel, config, seed, device)
-        return cls(visual, processor or _tiny_processor(QWEN3_VL_PROCESSOR, tiny))
+        return cls(visual, processor or _tiny_processor(QWEN3_VL_PROCESSOR, tiny), entry_layer,
+                   image_size=QWEN3_VL_TINY_IMAGE_SIZE if tiny else None)
 
     def position_embedding(self, grid: Grid) -> Tensor:
         """The learned position table resampled to ``grid`` -> [gh*gw, width], raster order."""
@@ -464,10 +563,11 @@ class Qwen3VLTower(_QwenTower):
         layout = self._base_layout(self.grid_of(pixels), pixels.shape[0], pixels.device)
         return self._to_raster(hidden, layout.inverse, pixels.shape[0])  # [B, T, width], raster
 
-    def blocks(self, tokens: Tensor, start: int, end: int, grid: Grid,
+    def blocks(self, tokens: Tensor, start: int, end: int, grid: Grid | None = None,
                deepstack: dict[int, Tensor] | None = None) -> Tensor:
         """Run blocks ``start .. end - 1`` on raster tokens; with ``deepstack``, also store there the
         DeepStack feature [B, T/4, out_hidden] of every tap ``i`` in ``start .. end - 1``."""
+        grid = self._need_grid(grid)
         self._check_tokens(tokens, grid)
         self._check_range(start, end)
         batch = tokens.shape[0]
@@ -496,12 +596,13 @@ class Qwen3VLTower(_QwenTower):
         """Taps whose block output is never seen when entering at ``start``: those before ``start - 1``."""
         return [tap for tap in self.deepstack_taps if tap < start - 1]
 
-    def forward_from(self, tokens: Tensor, start: int, grid: Grid) -> QwenVisionOutput:
+    def forward_from(self, tokens: Tensor, start: int, grid: Grid | None = None) -> QwenVisionOutput:
         """Merger output and all DeepStack features from raster tokens entering block ``start``.
 
         Tap ``start - 1`` is computed from the entering tokens (they stand for that block's output);
         a tap before it raises :class:`NeckkitError`.
         """
+        grid = self._need_grid(grid)
         self._check_range(start, self.num_layers)
         missing = self.missing_taps(start)
         if missing:
@@ -526,23 +627,26 @@ class Qwen25VLTower(_QwenTower):
 
     family = "Qwen2.5-VL"
     default_processor = QWEN25_VL_PROCESSOR
+    default_image_size = QWEN25_VL_IMAGE_SIZE
 
-    def __init__(self, visual: nn.Module, processor: ProcessorSpec = QWEN25_VL_PROCESSOR, entry_layer: int = 2) -> None:
-        super().__init__(visual, processor, entry_layer)
+    def __init__(self, visual: nn.Module, processor: ProcessorSpec = QWEN25_VL_PROCESSOR, entry_layer: int = 2, *,
+                 image_size: int | None = None) -> None:
+        super().__init__(visual, processor, entry_layer, image_size=image_size)
         self.full_attention_blocks: tuple[int, ...] = tuple(visual.config.fullatt_block_indexes)
-        self.deepstack_taps: tuple[int, ...] = ()
+        self.grid: int = self.image_size // self.patch_size  # no position table: the default image's grid
 
     @classmethod
-    def random_init(cls, size: str = "7b", seed: int = 0, device: str | torch.device | None = None,
-                    tiny: bool = False, processor: ProcessorSpec | None = None) -> Qwen25VLTower:
-        """A real-size tower (``"3b"``, ``"7b"``) or the tiny one with random weights."""
+    def random_init(cls, size: str = "3b", seed: int | None = 0, device: str | torch.device | None = None,
+                    tiny: bool = False, processor: ProcessorSpec | None = None, entry_layer: int = 2) -> Qwen25VLTower:
+        """A real-size tower (``"3b"``, ``"7b"``) or the tiny one with random weights (``seed``: as for Qwen3-VL)."""
         from transformers import Qwen2_5_VLVisionConfig
         from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
 
         config = tiny_qwen25_vl_vision_config() if tiny else _tower_config(
             cls.family, Qwen2_5_VLVisionConfig, _QWEN25_COMMON, QWEN25_VL_TOWERS, size)
         visual = _random_visual(Qwen2_5_VisionTransformerPretrainedModel, config, seed, device)
-        return cls(visual, processor or _tiny_processor(QWEN25_VL_PROCESSOR, tiny))
+        return cls(visual, processor or _tiny_processor(QWEN25_VL_PROCESSOR, tiny), entry_layer,
+                   image_size=QWEN25_VL_TINY_IMAGE_SIZE if tiny else None)
 
     def _layout(self, grid: Grid, batch: int, device: torch.device) -> _Layout:
         """Window order: merge units regrouped by window (``window_index``), rotary embedding permuted alike."""
@@ -590,8 +694,8 @@ def _tiny_processor(spec: ProcessorSpec, tiny: bool) -> ProcessorSpec:
 # -- loading the visual part of a checkpoint ---------------------------------------------------------
 
 _FAMILIES: dict[str, dict[str, str]] = {
-    "Qwen3-VL": dict(full="qwen3_vl", vision="qwen3_vl_vision", hub_id="Qwen/Qwen3-VL-2B-Instruct"),
-    "Qwen2.5-VL": dict(full="qwen2_5_vl", vision="qwen2_5_vl_vision", hub_id="Qwen/Qwen2.5-VL-3B-Instruct"),
+    "Qwen3-VL": dict(full="qwen3_vl", vision="qwen3_vl_vision", hub_id=QWEN3_VL_HUB_IDS["2b"]),
+    "Qwen2.5-VL": dict(full="qwen2_5_vl", vision="qwen2_5_vl_vision", hub_id=QWEN25_VL_HUB_IDS["3b"]),
 }
 
 
@@ -644,10 +748,14 @@ def _tensor_names(source: WeightsSource) -> list[str]:
 
 
 def _processor_spec(source: WeightsSource, default: ProcessorSpec) -> ProcessorSpec | None:
-    """The folder's ``preprocessor_config.json`` values, if it has one."""
-    if not (source.folder / PREPROCESSOR_FILE).is_file():
+    """The image processor values saved in the folder (``preprocessor_config.json``, or the ``image_processor``
+    entry of transformers 5's ``processor_config.json``), if any."""
+    if (source.folder / PREPROCESSOR_FILE).is_file():
+        config = _read_json(source, PREPROCESSOR_FILE)
+    elif (source.folder / PROCESSOR_FILE).is_file() and "image_processor" in _read_json(source, PROCESSOR_FILE):
+        config = _read_json(source, PROCESSOR_FILE)["image_processor"]
+    else:
         return None
-    config = _read_json(source, PREPROCESSOR_FILE)
     size = config.get("size") or {}
     return ProcessorSpec(
         patch_size=int(config.get("patch_size", default.patch_size)),
@@ -669,7 +777,7 @@ def _load_visual(weights: str, family: str) -> tuple[nn.Module, ProcessorSpec | 
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
     from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionModel
 
-    source = WeightsSource(weights, _wording(family), fetch=["config.json", INDEX_FILE, PREPROCESSOR_FILE])
+    source = WeightsSource(weights, _wording(family), fetch=["config.json", INDEX_FILE, PREPROCESSOR_FILE, PROCESSOR_FILE])
     config, full = _vision_config(source, family)
     prefix = ""
     if full:
@@ -692,21 +800,72 @@ def _load_visual(weights: str, family: str) -> tuple[nn.Module, ProcessorSpec | 
     return visual.eval(), _processor_spec(source, default)
 
 
+# -- the registered factories -------------------------------------------------------------------------
+
+
+def choose_size(family: str, sizes: Sequence[str], size: str | None, weights: str | None, tiny: bool) -> str:
+    """The checked ``size`` option (default: the first of ``sizes``); refused where it would mean nothing."""
+    if size is None:
+        return sizes[0]
+    if weights is not None:
+        raise NeckkitError(f"{family}: size picks the default weights; with weights={weights!r} the checkpoint "
+                           "decides the size: pass one of them")
+    if tiny:
+        raise NeckkitError(f"{family}: size and tiny exclude each other (tiny has one size)")
+    chosen = str(size).lower()
+    if chosen not in sizes:
+        raise NeckkitError(f"{family} size must be one of {', '.join(sizes)}, got {size!r}")
+    return chosen
+
+
+def _build_tower(tower_class: type[_QwenTower], hub_ids: Mapping[str, str], size: str | None, weights: str | None,
+                 tiny: bool, random: bool, entry_layer: int) -> Any:
+    chosen = choose_size(tower_class.family, list(hub_ids), size, weights, tiny)
+    if random:  # under the host's seeded_init(seed): drawn from its state
+        return tower_class.random_init(chosen, seed=None, tiny=tiny, entry_layer=entry_layer)  # type: ignore[attr-defined]
+    return tower_class.from_pretrained(weights or hub_ids[chosen], entry_layer)
+
+
+def build_qwen3_vl_vision(size: str | None = None, weights: str | None = None, tiny: bool = False,
+                          random_init: bool = False, entry_layer: int = 2) -> Qwen3VLTower:
+    """Factory for ``qwen3-vl-vit``: the tower of ``Qwen/Qwen3-VL-<size>-Instruct`` (2b, 4b, 8b; default 2b),
+    of a hub id or local folder (full MLLM or bare tower), tiny, or real-size random."""
+    random = random_weights(weights, tiny, random_init)
+    return _build_tower(Qwen3VLTower, QWEN3_VL_HUB_IDS, size, weights, tiny, random, entry_layer)
+
+
+def build_qwen25_vl_vision(size: str | None = None, weights: str | None = None, tiny: bool = False,
+                           random_init: bool = False, entry_layer: int = 2) -> Qwen25VLTower:
+    """Factory for ``qwen2.5-vl-vit``: the tower of ``Qwen/Qwen2.5-VL-<size>-Instruct`` (3b, 7b; default 3b),
+    of a hub id or local folder (full MLLM or bare tower), tiny, or real-size random."""
+    random = random_weights(weights, tiny, random_init)
+    return _build_tower(Qwen25VLTower, QWEN25_VL_HUB_IDS, size, weights, tiny, random, entry_layer)
+
+
 def parameter_count(module: nn.Module, prefixes: Sequence[str] = ("",)) -> int:
     """Parameters of ``module`` whose names start with one of ``prefixes`` (works on the meta device)."""
     return sum(p.numel() for name, p in module.named_parameters() if name.startswith(tuple(prefixes)))
 
 
 __all__ = [
+    "QWEN25_VL_HUB_IDS",
+    "QWEN25_VL_IMAGE_SIZE",
     "QWEN25_VL_PROCESSOR",
+    "QWEN25_VL_TINY_IMAGE_SIZE",
     "QWEN25_VL_TOWERS",
+    "QWEN3_VL_HUB_IDS",
+    "QWEN3_VL_IMAGE_SIZE",
     "QWEN3_VL_PROCESSOR",
+    "QWEN3_VL_TINY_IMAGE_SIZE",
     "QWEN3_VL_TOWERS",
     "Grid",
     "ProcessorSpec",
     "Qwen25VLTower",
     "Qwen3VLTower",
     "QwenVisionOutput",
+    "build_qwen25_vl_vision",
+    "build_qwen3_vl_vision",
+    "choose_size",
     "parameter_count",
     "tiny_qwen25_vl_vision_config",
     "tiny_qwen3_vl_vision_config",
