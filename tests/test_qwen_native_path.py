@@ -132,3 +132,28 @@ def test_ask_and_serve_commands_take_a_qwen_neck(qwen) -> None:
     assert (height, width) == (300, 451) and report["path"] == "neck" and report["synthesis_calls"] == 0
     assert report["token_grid"] == [18, 28]  # Qwen's resize: 288 x 448, multiples of 32 nearest the photo's size
     assert report["latent_shape"][2:] == [18, 28]  # the photo's own cells, the codec's padding dropped
+
+
+def test_serve_answers_concurrent_files_of_mixed_sizes_as_alone(qwen, answerer, tmp_path) -> None:
+    """`neckkit serve` with the Qwen neck: files of three sizes posted at once give the answers each gets alone."""
+    import concurrent.futures
+    import sys
+
+    from test_serve import free_port, post_nk, running_server
+
+    from neckkit.bitstream import encode_nk
+
+    *_, neck, images = qwen
+    files = [encode_nk(compress_image(answerer.codec, images[size], name="elic",
+                                      fingerprint=answerer.codec_fingerprint)) for size in SIZES[:3]]
+    files.append(files[1])
+    alone = [answerer.answer(AskRequest(data, ["What is this?"], GREEDY)).answers for data in files]
+    command = [sys.executable, "-m", "neckkit", "serve", "--neck", str(neck), "--mllm", "qwen3-vl", "--tiny",
+               "--port", str(free_port()), "--max-batch", "8", "--max-wait-ms", "300", "--no-access-log"]
+    with running_server(command, tmp_path / "serve.log") as server:
+        with concurrent.futures.ThreadPoolExecutor(len(files)) as pool:
+            replies = list(pool.map(lambda data: post_nk(server, data, "What is this?", max_new_tokens=3), files))
+    assert [reply.status_code for reply in replies] == [200] * len(files), [reply.text for reply in replies]
+    bodies = [reply.json() for reply in replies]
+    assert [body["answers"] for body in bodies] == alone
+    assert [body["token_grid"] for body in bodies] == [[h // 16, w // 16] for h, w in SIZES[:3]] + [[4, 8]]
