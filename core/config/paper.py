@@ -114,14 +114,47 @@ class OptimConfig(NeckkitConfig):
     )
 
 
+BUCKET_RATIOS = (1.0, 4 / 3, 3 / 4, 3 / 2, 2 / 3)  # width / height: 1:1, 4:3, 3:4, 3:2, 2:3 (neckkit)
+BUCKET_MULTIPLE = 32  # Qwen3-VL's patch 16 x merge 2 (neckkit)
+
+
 class DataConfig(NeckkitConfig):
-    """Training crops (code): Resize(256) then CenterCrop(256), no augmentation."""
+    """Training crops (code): Resize(256) then CenterCrop(256), no augmentation.
+
+    A native-resolution encoder (Qwen-VL) trains on bucket crops instead (:mod:`neckkit.training.buckets`):
+    each image is cropped to the bucket of its aspect ratio, about ``crop**2`` pixels.
+    """
 
     resize: int = Field(256, ge=1, description="short side after resizing (code)")
-    crop: int = Field(256, ge=1, description="side of the centre crop (code)")
+    crop: int = Field(256, ge=1, description="side of the centre crop; a bucket's area is about crop**2 (code)")
     preprocess: Literal["neckkit", "paper"] = Field(
         "neckkit", description="neckkit: tensor bicubic crops, clamped resizes; paper: the authors' PIL crops "
         "(bilinear to train, bicubic to evaluate), unclamped encoder resize (code)")
+    bucket_ratios: tuple[float, ...] = Field(
+        BUCKET_RATIOS, description="native-resolution encoders: aspect ratios (width / height) of the crop buckets "
+        "(neckkit)")
+    bucket_multiple: int = Field(
+        BUCKET_MULTIPLE, ge=1, description="native-resolution encoders: pixel multiple of a bucket's sides when the encoder "
+        "states none of its own (Qwen3-VL: patch 16 x merge 2) (neckkit)")
+
+    @field_validator("bucket_ratios")
+    @classmethod
+    def _positive_ratios(cls, ratios: tuple[float, ...]) -> tuple[float, ...]:
+        if not ratios or min(ratios) <= 0:
+            raise ValueError("bucket_ratios must be at least one aspect ratio (width / height) > 0")
+        return ratios
+
+    @model_serializer(mode="wrap")
+    def _omit_bucket_defaults(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
+        """The default buckets are written as before these fields existed (square encoders never read them);
+        ``context={"all_fields": True}`` writes every field (to compare two configs)."""
+        data = handler(self)
+        if (info.context or {}).get("all_fields"):
+            return data
+        if (self.bucket_ratios, self.bucket_multiple) == (BUCKET_RATIOS, BUCKET_MULTIPLE):
+            for name in ("bucket_ratios", "bucket_multiple"):
+                data.pop(name, None)
+        return data
 
 
 class ScenarioConfig(NeckkitConfig):

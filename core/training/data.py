@@ -8,9 +8,11 @@
 
 Images are cropped as in the paper (resize the short side to 256, centre crop 256, kept in [0, 1]):
 on tensors (``DataConfig.preprocess = "neckkit"``), or with the authors' PIL transforms (``"paper"``:
-bilinear for the training split, bicubic for the evaluation split). Unreadable files, and files over
-the pixel limit (``NECKKIT_MAX_IMAGE_PIXELS``, also for the resized crop of a very long strip), are skipped
-and counted, never fatal.
+bilinear for the training split, bicubic for the evaluation split). For a native-resolution encoder
+each item has its own crop shape instead, its bucket (``ImageSet.crop_shapes``, set by
+:func:`neckkit.training.buckets.with_buckets`): resized to cover it, centre-cropped, on tensors. Unreadable
+files, and files over the pixel limit (``NECKKIT_MAX_IMAGE_PIXELS``, also for the resized crop of a very
+long strip), are skipped and counted, never fatal.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -30,7 +32,7 @@ from neckkit.bitstream.images import IMAGE_SUFFIXES, load_image, load_pil_image
 from neckkit.bitstream.pixel_limit import MAX_PIXELS_ENV, max_image_pixels
 from neckkit.config.paper import DataConfig
 from neckkit.errors import NeckkitError
-from neckkit.interfaces.preprocess import pil_resize_center_crop, resize_center_crop
+from neckkit.interfaces.preprocess import pil_resize_center_crop, resize_center_crop, resize_cover_crop
 
 WORDNET_ID = re.compile(r"^n\d{8}$")
 
@@ -44,7 +46,8 @@ def imagenet_wordnet_ids() -> list[str]:
 
 @dataclass
 class ImageSet(Dataset):
-    """Image files with optional labels; items are (image [3, crop, crop], label or -1)."""
+    """Image files with optional labels; items are (image [3, crop, crop], label or -1), or with
+    ``crop_shapes`` (image [3, H, W] of the item's (H, W), label or -1)."""
 
     paths: list[Path]
     labels: list[int] | None = None
@@ -52,6 +55,7 @@ class ImageSet(Dataset):
     config: DataConfig = field(default_factory=DataConfig)
     skipped: list[str] = field(default_factory=list)  # "path: reason" of unreadable files
     split: str = "train"  # "train" or "eval": which of the paper's interpolations its crops use
+    crop_shapes: list[tuple[int, int]] | None = None  # (H, W) of each item's crop (its bucket); None: squares
 
     @property
     def labelled(self) -> bool:
@@ -60,8 +64,18 @@ class ImageSet(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def subset(self, indices: list[int]) -> ImageSet:
+        """The items ``indices`` as an image set of their own (sharing this one's ``skipped`` list)."""
+        labels, shapes = self.labels, self.crop_shapes
+        return replace(
+            self, paths=[self.paths[i] for i in indices], labels=[labels[i] for i in indices] if labels is not None else None,
+            crop_shapes=[shapes[i] for i in indices] if shapes is not None else None,
+        )
+
     def __getitem__(self, index: int) -> tuple[Tensor, int] | None:
         """The cropped image and its label (-1 when unlabelled); ``None`` for an unreadable file."""
+        if self.crop_shapes is not None:
+            return self._bucket_crop(index)
         paper = self.config.preprocess == "paper"
         try:
             image = load_pil_image(self.paths[index], alpha="drop") if paper else load_image(self.paths[index])
@@ -75,6 +89,31 @@ class ImageSet(Dataset):
         else:
             crop = resize_center_crop(image, self.config.resize, self.config.crop)[0]  # [3, crop, crop]
         return crop, self.labels[index] if self.labels is not None else -1
+
+    def _bucket_crop(self, index: int) -> tuple[Tensor, int] | None:
+        """The item resized to cover its crop shape and centre-cropped to it (neckkit's tensor crop)."""
+        height, width = self.crop_shapes[index]  # type: ignore[index]
+        try:
+            image = load_image(self.paths[index])
+            check_covering(image, height, width, self.paths[index])
+        except NeckkitError as error:
+            self.skipped.append(str(error))
+            return None
+        crop = resize_cover_crop(image, height, width)[0]  # [3, H, W]
+        return crop, self.labels[index] if self.labels is not None else -1
+
+
+def check_covering(image: Tensor, height: int, width: int, path: Path) -> None:
+    """:func:`check_resized` for a crop of ``height x width``: refuse an image whose resize to cover it
+    would exceed the pixel limit."""
+    source_h, source_w = image.shape[-2:]
+    scale = max(height / source_h, width / source_w)
+    resized = max(height, math.ceil(source_h * scale)) * max(width, math.ceil(source_w * scale))
+    if resized > max_image_pixels():
+        raise NeckkitError(
+            f"{path} is {source_w}x{source_h}: resizing it to cover a {width}x{height} crop makes {resized} "
+            f"pixels, more than the {max_image_pixels()} neckkit allows ({MAX_PIXELS_ENV})"
+        )
 
 
 def check_resized(image: Image.Image | Tensor, resize: int, path: Path) -> None:
@@ -100,7 +139,7 @@ def usable_workers(requested: int) -> int:
 
 
 def collate_readable(items: list[tuple[Tensor, int] | None]) -> tuple[Tensor, Tensor, int]:
-    """Batch the readable items: (images [B, 3, S, S], labels [B], number skipped)."""
+    """Batch the readable items, all of one shape: (images [B, 3, H, W], labels [B], number skipped)."""
     readable = [item for item in items if item is not None]
     skipped = len(items) - len(readable)
     if not readable:

@@ -16,10 +16,14 @@ trailing rows are unused and ``index.json``'s ``count`` says how many are valid.
 with plain writes after a check that the disk holds them (:mod:`neckkit.training.cache_files`), so a
 full disk is one error line and never a SIGBUS from a memory map; the temporary folder is removed on
 any failure. Fields of dtype bfloat16, which numpy lacks, are stored as int16 bit patterns.
+
+With a native-resolution encoder each crop bucket has a cache of its own (its key names the bucket), and
+:class:`BucketCaches` reads them as one row set.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import re
@@ -42,7 +46,10 @@ from neckkit.training.cache_files import NpyRows, check_space, disk_errors, npy_
 from neckkit.training.data import collate_readable
 from neckkit.training.feature_cache_keys import _key_json, cache_folder_name, data_fingerprint, default_cache_root
 
-__all__ = ["FORMAT", "INDEX", "Compute", "FeatureCache", "cache_folder_name", "data_fingerprint", "default_cache_root"]
+__all__ = [
+    "FORMAT", "INDEX", "BucketCaches", "Compute", "FeatureCache", "cache_folder_name", "data_fingerprint",
+    "default_cache_root",
+]
 
 FORMAT = 1  # layout of the folder; a cache written in another format is rebuilt
 INDEX = "index.json"
@@ -176,6 +183,37 @@ class FeatureCache(Dataset):
             cache.built, cache.build_seconds = True, seconds
             return cache
         return cls(folder, index, built=True, build_seconds=seconds)
+
+
+class BucketCaches(Dataset):
+    """The caches of every crop bucket as one row set: the first bucket's rows, then the next one's, ...
+
+    ``row_shapes[i]`` is the crop (H, W) of row ``i``; ``fields`` and :meth:`row` read as a
+    :class:`FeatureCache`'s (the field names are the same in every bucket, their shapes are not).
+    """
+
+    def __init__(self, caches: Mapping[tuple[int, int], FeatureCache]) -> None:
+        if not caches:
+            raise ValueError("no bucket caches")
+        self.caches = list(caches.values())
+        self.fields = self.caches[0].fields
+        self.starts = [0]
+        for cache in self.caches:
+            self.starts.append(self.starts[-1] + len(cache))
+        self.row_shapes = [shape for shape, cache in caches.items() for _ in range(len(cache))]
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        return self.row(index)
+
+    def row(self, index: int, fields: Sequence[str] | None = None) -> dict[str, Tensor]:
+        """Row ``index`` of the bucket that holds it (:meth:`FeatureCache.row`)."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"bucket cache index {index} out of range for {len(self)} items")
+        bucket = bisect.bisect_right(self.starts, index) - 1
+        return self.caches[bucket].row(index - self.starts[bucket], fields)
 
 
 # -- building -----------------------------------------------------------------------------------

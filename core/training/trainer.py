@@ -2,7 +2,9 @@
 
 :class:`Trainer` builds the neck, the optimisers and the training rows (the d1 feature cache or the
 images), then runs the steps of every stage (neck only, then joint for d2/d3). With a variable-rate
-codec every step codes at one of ``neck.levels`` (:mod:`neckkit.training.rate_levels`). The run folder and
+codec every step codes at one of ``neck.levels`` (:mod:`neckkit.training.rate_levels`). With a
+native-resolution encoder the crops come in buckets of one shape each (:mod:`neckkit.training.buckets`):
+every batch, held-out ones too, is of one bucket, and the d1 cache has a folder per bucket. The run folder and
 exact resume are :mod:`neckkit.training.checkpointing`'s, the held-out metrics at every checkpoint
 :mod:`neckkit.training.validation`'s; their names (``TrainParts``, ``CONFIG_FILE``, ...) stay
 importable from here.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +31,8 @@ from neckkit.files import atomic_path
 from neckkit.loading.weights import seeded_init, state_dict_mismatches
 from neckkit.neck.conditioning import is_conditioning_key
 from neckkit.neck.transform import TransformNeck
-from neckkit.training.batches import BatchPlan, LevelPlan, PlanSampler, split_rows
+from neckkit.training.batches import BatchPlan, BucketPlan, LevelPlan, PlanSampler, StepPlan, split_rows
+from neckkit.training.buckets import Shape, bucket_shapes, rows_by_bucket, with_buckets
 from neckkit.training.checkpointing import (
     BEST_DIR,
     CHECKPOINTS_DIR,
@@ -121,6 +125,11 @@ class Trainer:
         token_layer = config.token_distillation.layer
         if token_layer is not None and not entry <= token_layer <= encoder.num_layers:
             raise NeckkitError(f"token_distillation.layer must be in {entry}..{encoder.num_layers}, got {token_layer}")
+        if encoder.native_resolution and config.data.preprocess == "paper":
+            raise NeckkitError(
+                f"encoder {parts.encoder_ref.name!r} reads images at native resolution and trains on neckkit's "
+                "bucket crops; --preprocess paper makes the authors' square crops: drop it"
+            )
         with seeded_init(config.seed):
             neck = TransformNeck.for_pair(parts.codec, encoder, config.neck)
         if init_neck is not None:  # --init: start from a trained neck (e.g. d1's for d2/d3)
@@ -151,6 +160,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
         self.best: dict[str, Any] = {}
         self.cache_info: dict[str, Any] = {}
+        self.row_shapes: list[Shape] | None = None  # crop (H, W) of each training row: native resolution only
         self.checkpoints = RunCheckpoints(self.run_dir, config, parts, self.world)
 
     # -- set-up ----------------------------------------------------------------------------------
@@ -168,33 +178,51 @@ class Trainer:
         rows, collate = self._image_rows()
         if self.levels is None:
             return rows, collate
-        from neckkit.training.feature_cache import FeatureCache
+        from neckkit.training.feature_cache import BucketCaches, FeatureCache
         from neckkit.training.rate_levels import CachedLevel, LevelledCollate, LevelledRows
 
-        per_level = [CachedLevel(rows, k) if isinstance(rows, FeatureCache) else rows for k in range(len(self.levels))]
+        cached = isinstance(rows, FeatureCache | BucketCaches)
+        per_level = [CachedLevel(rows, k) if cached else rows for k in range(len(self.levels))]
         return LevelledRows(per_level, self.levels), LevelledCollate(collate)
 
     def _image_rows(self) -> tuple[Dataset, Callable[[list[Any]], dict[str, Tensor]]]:
-        """One row per image: the d1 feature cache (every level of each crop), or the images themselves."""
-        config = self.config
-        if config.scenario != "d1" or not config.cache:
-            return self.data, _collate_images
-        from neckkit.training.feature_cache import FeatureCache, data_fingerprint, default_cache_root
+        """One row per image: the d1 feature cache (every level of each crop), or the images themselves.
 
-        with self.stage(f"fingerprinting {len(self.data.paths)} images for the feature cache"):
-            data_key = data_fingerprint(self.data.paths, self.data.config)
-        key = {
-            "data": data_key,
-            "codec": self.parts.codec_ref.name,
-            "codec_fingerprint": self.parts.codec_ref.fingerprint,
-            "encoder": self.parts.encoder_ref.name,
-            "encoder_fingerprint": self.parts.encoder_ref.fingerprint,
-            "token_layer": config.token_distillation.layer,
-            "dtype": str(self.amp_dtype) if self.use_amp else "float32",
-            "fields": "y_hat,bits,teacher,pixels,teacher_tokens v1",
-        }
-        if self.levels is not None:  # a fixed-rate codec's key is as before: its caches stay valid
-            key.update(levels=list(self.levels), fields="y_hat_l<k>,bits_l<k>,teacher,pixels,teacher_tokens v1")
+        With a native-resolution encoder the images are bucket crops and the cache is one per bucket;
+        ``row_shapes`` then says each row's bucket.
+        """
+        data = self._bucketed() if self.parts.encoder.native_resolution else self.data
+        if self.config.scenario != "d1" or not self.config.cache:
+            self.row_shapes = data.crop_shapes
+            return data, _collate_images
+        return self._cached_rows(data), default_collate
+
+    def _bucketed(self) -> ImageSet:
+        """The images as bucket crops (:func:`~neckkit.training.buckets.with_buckets`), unreadable ones said."""
+        data = self.data
+        shapes, before = bucket_shapes(self.parts.encoder, self.config.data), len(data.skipped)
+        with self.stage(f"reading the sizes of {len(data.paths)} images for the crop buckets"):
+            bucketed = with_buckets(data, shapes)
+        unreadable = data.skipped[before:]
+        if not len(bucketed):
+            raise NeckkitError(f"none of the {len(data)} images is readable, e.g. {unreadable[0]}")
+        if unreadable:
+            self.echo(f"Skipped {len(unreadable)} unreadable files, e.g. {unreadable[0]}")
+        return bucketed
+
+    def _cached_rows(self, data: ImageSet) -> Dataset:
+        """The d1 feature cache of ``data``: one :class:`FeatureCache`, or with buckets one per bucket read as
+        one :class:`BucketCaches` (rows bucket by bucket, as ``data``'s)."""
+        from neckkit.training.feature_cache import BucketCaches, FeatureCache, data_fingerprint, default_cache_root
+
+        config = self.config
+        if data.crop_shapes is None:
+            subsets: list[tuple[Shape | None, ImageSet]] = [(None, data)]
+        else:
+            grouped = rows_by_bucket(range(len(data)), data.crop_shapes)
+            subsets = [(shape, data.subset(indices)) for shape, indices in grouped.items()]
+        with self.stage(f"fingerprinting {len(data.paths)} images for the feature cache"):
+            keys = [self.cache_key(data_fingerprint(part.paths, part.config), shape) for shape, part in subsets]
         set_codec_training(self.parts.codec, config, joint=False)
 
         def compute(images: Tensor) -> dict[str, Tensor]:
@@ -202,24 +230,64 @@ class Trainer:
                 fields = self.path.cache_fields(images.to(self.device), self.levels)
             return {name: value.float().cpu() if value.is_floating_point() else value.cpu() for name, value in fields.items()}
 
-        def build() -> FeatureCache:
-            return FeatureCache.open_or_build(
-                default_cache_root(), key, self.data, compute, batch_size=config.optim.batch_size, progress=self.progress
-            )
+        def build() -> list[FeatureCache]:
+            return [
+                FeatureCache.open_or_build(
+                    default_cache_root(), key, part, compute, batch_size=config.optim.batch_size, progress=self.progress
+                )
+                for key, (_, part) in zip(keys, subsets, strict=True)
+            ]
 
         if self.world.is_main:
-            cache = build()
+            caches = build()
         barrier(self.world)
         if not self.world.is_main:
-            cache = build()
-        self.cache_info = {"cache_dir": str(cache.root), "cache_built": cache.built, "cache_build_seconds": cache.build_seconds}
-        if cache.built:
-            self.echo(f"Cached latents and teacher embeddings of {len(cache)} images in {cache.build_seconds:.1f} s: {cache.root}")
-        else:
-            self.echo(f"Reusing the feature cache at {cache.root} ({len(cache)} images)")
-        if cache.skipped:
-            self.echo(f"Skipped {len(cache.skipped)} unreadable files, e.g. {cache.skipped[0]}")
-        return cache, default_collate
+            caches = build()
+        for (shape, _), cache in zip(subsets, caches, strict=True):
+            of = f" of crop bucket {shape[1]}x{shape[0]}" if shape is not None else ""
+            if cache.built:
+                self.echo(f"Cached latents and teacher embeddings of {len(cache)} images{of} in {cache.build_seconds:.1f} s: {cache.root}")
+            else:
+                self.echo(f"Reusing the feature cache{of} at {cache.root} ({len(cache)} images)")
+            if cache.skipped:
+                self.echo(f"Skipped {len(cache.skipped)} unreadable files{of}, e.g. {cache.skipped[0]}")
+        if data.crop_shapes is None:
+            cache = caches[0]
+            self.cache_info = {"cache_dir": str(cache.root), "cache_built": cache.built, "cache_build_seconds": cache.build_seconds}
+            return cache
+        rows = BucketCaches({shape: cache for (shape, _), cache in zip(subsets, caches, strict=True)})
+        self.row_shapes = rows.row_shapes
+        self.cache_info = {
+            "cache_dirs": [str(cache.root) for cache in caches],
+            "cache_built": any(cache.built for cache in caches),
+            "cache_build_seconds": sum(cache.build_seconds for cache in caches),
+        }
+        return rows
+
+    def cache_key(self, data_key: str, bucket: Shape | None = None) -> dict[str, Any]:
+        """The d1 cache key of images fingerprinted ``data_key``: everything the cached features depend on.
+
+        ``bucket``: the crop (H, W) of a native-resolution encoder's bucket, whose cache also stores
+        ``image_size``; without it the key is the one square encoders always had (their caches stay valid).
+        """
+        config = self.config
+        stored = ["y_hat", "bits"] if self.levels is None else ["y_hat_l<k>", "bits_l<k>"]
+        stored += ["teacher", "pixels", *(["image_size"] if bucket is not None else []), "teacher_tokens"]
+        key: dict[str, Any] = {
+            "data": data_key,
+            "codec": self.parts.codec_ref.name,
+            "codec_fingerprint": self.parts.codec_ref.fingerprint,
+            "encoder": self.parts.encoder_ref.name,
+            "encoder_fingerprint": self.parts.encoder_ref.fingerprint,
+            "token_layer": config.token_distillation.layer,
+            "dtype": str(self.amp_dtype) if self.use_amp else "float32",
+            "fields": f"{','.join(stored)} v1",
+        }
+        if self.levels is not None:  # a fixed-rate codec's key is as before: its caches stay valid
+            key["levels"] = list(self.levels)
+        if bucket is not None:
+            key["bucket"] = [int(bucket[0]), int(bucket[1])]
+        return key
 
     def _labels_and_classifier(self) -> None:
         """Turn on the CE term when the data are labelled and the encoder has a text tower."""
@@ -316,10 +384,30 @@ class Trainer:
         )
 
     def _validation_sets(self, rows: Dataset, val_rows: list[int]) -> ValidationSets:
-        """The held-out rows, at each trained level (one set, level None, for a fixed-rate codec)."""
+        """The held-out rows, at each trained level (one set, level None, for a fixed-rate codec), in groups of
+        one crop shape (one group for a square encoder, one per bucket for a native-resolution encoder)."""
+        groups = self._by_bucket(val_rows)
         if self.levels is None:
-            return [(None, Subset(rows, val_rows))]
-        return [(level, Subset(rows, rows.rows_at(k, val_rows))) for k, level in enumerate(self.levels)]  # type: ignore[attr-defined]
+            return [(None, [Subset(rows, group) for group in groups])]
+        return [(level, [Subset(rows, rows.rows_at(k, group)) for group in groups])  # type: ignore[attr-defined]
+                for k, level in enumerate(self.levels)]
+
+    def _by_bucket(self, rows: list[int]) -> list[list[int]]:
+        """``rows`` in groups of one crop shape: all of them for square crops, else one group per bucket."""
+        if self.row_shapes is None:
+            return [rows]
+        return list(rows_by_bucket(rows, self.row_shapes).values())
+
+    def _bucket_sizes(self) -> dict[Shape, int]:
+        """Rows of each crop bucket (images, at one level), buckets in order."""
+        return dict(Counter(self.row_shapes or ()))
+
+    def _plan(self, train_rows: list[int]) -> StepPlan:
+        """The batches of every step: :class:`BatchPlan`, or with buckets a :class:`BucketPlan` (one bucket a batch)."""
+        batch_size, seed = self.config.optim.batch_size, self.config.seed
+        if self.row_shapes is None:
+            return BatchPlan(train_rows, batch_size, seed)
+        return BucketPlan(self._by_bucket(train_rows), batch_size, seed)
 
     # -- the loop --------------------------------------------------------------------------------
     def _model(self, joint: bool) -> torch.nn.Module:
@@ -352,7 +440,7 @@ class Trainer:
         train_rows, val_rows = split_rows(images, config.val_fraction, config.seed)
         if not train_rows:
             raise NeckkitError("the data hold too few readable images to train on")
-        plan = BatchPlan(train_rows, config.optim.batch_size, config.seed)
+        plan = self._plan(train_rows)
         level_plan = LevelPlan(len(self.levels), images, config.seed) if self.levels is not None else None
         total = config.total_steps
         log = MetricsLog(run_dir, resume_step=start if resume else None) if self.world.is_main else None
@@ -363,6 +451,8 @@ class Trainer:
             f"{len(train_rows)} training and {len(val_rows)} held-out images, device {self.device}"
             + (f", rate levels {', '.join(f'{level:g}' for level in self.levels)} (conditioning "
                f"{config.neck.conditioning})" if self.levels is not None else "")
+            + (f", crop buckets {', '.join(f'{w}x{h} ({n})' for (h, w), n in self._bucket_sizes().items())}"
+               if self.row_shapes is not None else "")
         )
         first_distillation = last_distillation = None
         step, steps_done, train_seconds, images_seen = start, 0, 0.0, 0
@@ -420,6 +510,7 @@ class Trainer:
             "best": self.best,
             "skipped_images": len(self.data.skipped),
             **({"levels": list(self.levels), "conditioning": config.neck.conditioning} if self.levels is not None else {}),
+            **({"buckets": {f"{w}x{h}": n for (h, w), n in self._bucket_sizes().items()}} if self.row_shapes is not None else {}),
             **self.cache_info,
         }
         if self.world.is_main:
@@ -429,7 +520,7 @@ class Trainer:
 
     def _checkpoint(self, step: int, val_sets: ValidationSets, collate: Any, joint: bool, log: MetricsLog | None) -> None:
         metrics: dict[str, float] = {}
-        if self.world.is_main and any(len(rows) for _, rows in val_sets):  # type: ignore[arg-type]
+        if self.world.is_main and any(len(rows) for _, groups in val_sets for rows in groups):  # type: ignore[arg-type]
             metrics = self.validate(val_sets, collate, joint)
             if log is not None and metrics:
                 log.log(step, "val", metrics)

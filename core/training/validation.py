@@ -4,13 +4,15 @@ At every checkpoint the trainer measures, on the held-out images, the neck's dis
 that of the Reconstruction baseline (the decoded image through the whole encoder), the cosine
 similarity of the neck's embedding to the teacher's, and the rate; ``objective`` chooses ``best/``.
 With a variable-rate codec they are measured at every trained level and averaged
-(:func:`held_out_metrics_at_levels`), with each level's distillation and rate beside the means.
+(:func:`held_out_metrics_at_levels`), with each level's distillation and rate beside the means. The
+held-out rows come in groups whose crops share one shape (one group for a square encoder, one per crop
+bucket for a native-resolution encoder), so that every batch is of one shape.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -27,7 +29,8 @@ __all__ = ["LossTerms", "ValidationSets", "held_out_metrics", "held_out_metrics_
 
 # (path outputs, labels, epoch, joint) -> (total loss, logged values): the trainer's loss of one batch
 LossTerms = Callable[[dict[str, Tensor], Tensor, int, bool], tuple[Tensor, dict[str, float]]]
-ValidationSets = list[tuple[float | None, Dataset]]  # (rate level, or None for a fixed-rate codec; held-out rows)
+# (rate level, or None for a fixed-rate codec; the held-out rows in groups of one crop shape)
+ValidationSets = list[tuple[float | None, list[Dataset]]]
 
 
 def to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
@@ -38,7 +41,7 @@ def to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tenso
 def held_out_metrics(
     path: NeckPath,
     config: TrainConfig,
-    rows: Dataset,
+    groups: Sequence[Dataset],
     collate: Callable[[list[Any]], dict[str, Tensor]],
     joint: bool,
     *,
@@ -48,15 +51,16 @@ def held_out_metrics(
 ) -> dict[str, float]:
     """Held-out distillation error of the neck and of the Reconstruction baseline, and the rate.
 
-    Means over the readable images of ``rows``; ``{}`` when there are none. The path is left in
-    training mode for ``joint`` (the encoder stays in eval mode).
+    Means over the readable images of every group of rows (batched group by group: each of one crop
+    shape); ``{}`` when there are none. The path is left in training mode for ``joint`` (the encoder
+    stays in eval mode).
     """
     path.eval()
     set_codec_training(path.codec, config, joint=False)
     sums: dict[str, float] = {}
     count = 0
-    loader = DataLoader(rows, batch_size=config.optim.batch_size, collate_fn=collate)
-    for batch in loader:
+    loaders = [DataLoader(rows, batch_size=config.optim.batch_size, collate_fn=collate) for rows in groups]
+    for batch in (batch for loader in loaders for batch in loader):
         batch = to_device(batch, device)
         if batch["label"].numel() == 0:
             continue
@@ -71,7 +75,8 @@ def held_out_metrics(
         n = int(batch["label"].numel())
         teacher = out["teacher"].float()
         logs["reconstruction_distillation"] = float(distillation_loss(baseline, teacher))
-        logs["cosine"] = float(torch.nn.functional.cosine_similarity(out["student"].float(), teacher).mean())
+        student = out["student"].float()  # [B, D], or a native-resolution tower's [B, T, D]
+        logs["cosine"] = float(torch.nn.functional.cosine_similarity(student.flatten(1), teacher.flatten(1)).mean())
         for key, value in logs.items():
             sums[key] = sums.get(key, 0.0) + value * n
         count += n
@@ -99,9 +104,9 @@ def held_out_metrics_at_levels(
     """:func:`held_out_metrics` of each set with the codec at its level; with levels, the means over the
     levels (every held-out image counts once per level) and ``distillation_at_<level>``, ``bpp_at_<level>``."""
     per_level: list[tuple[float | None, dict[str, float]]] = []
-    for level, rows in val_sets:
+    for level, groups in val_sets:
         with at_level(path.codec, level) if level is not None else contextlib.nullcontext():
-            metrics = held_out_metrics(path, config, rows, collate, joint, device=device, autocast=autocast, losses=losses)
+            metrics = held_out_metrics(path, config, groups, collate, joint, device=device, autocast=autocast, losses=losses)
         if metrics:
             per_level.append((level, metrics))
     if not per_level or per_level[0][0] is None:  # a fixed-rate codec: one set
