@@ -16,6 +16,7 @@ from tests.conftest import cli_workspace, invoke
 from neckkit.bitstream import read_nk
 from neckkit.bitstream.coding import compress_image
 from neckkit.bitstream.images import load_image
+from neckkit.host.options import build_component
 from neckkit.interfaces.preprocess import resize_cover_crop
 from neckkit.samples import sample_images
 from neckkit.serving import Answerer
@@ -157,3 +158,19 @@ def test_serve_answers_concurrent_files_of_mixed_sizes_as_alone(qwen, answerer, 
     bodies = [reply.json() for reply in replies]
     assert [body["answers"] for body in bodies] == alone
     assert [body["token_grid"] for body in bodies] == [[h // 16, w // 16] for h, w in SIZES[:3]] + [[4, 8]]
+
+
+def test_bench_counts_a_native_resolution_neck_at_a_non_square_size(qwen, host) -> None:
+    """`neckkit bench --size WIDTHxHEIGHT` on qwen3-vl-vit: the image's own token grid, and the encoder front it
+    replaces is exactly the patch embedding, the position table and blocks 0..1."""
+    runner, *_ = qwen
+    result = invoke(runner, host, "bench", "--codec", "elic", "--encoder", "qwen3-vl-vit", "--tiny", "--size", "96x64",
+                    "--repeats", "1", "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["height"], report["width"], report["token_grid"], report["size"]) == (64, 96, [4, 6], "96x64")
+    _, encoder = build_component(host, "encoder", "qwen3-vl-vit", {"tiny": True})
+    visual = encoder.visual
+    front = [visual.patch_embed, visual.pos_embed, visual.blocks[0], visual.blocks[1]]
+    assert report["encoder_front_params"] == sum(p.numel() for module in front for p in module.parameters())
+    assert report["neck_kmac_per_pixel"] > 0 and report["replaced_kmac_per_pixel"] > report["encoder_front_kmac_per_pixel"]
