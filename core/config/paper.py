@@ -24,6 +24,18 @@ from pydantic import (
 from neckkit.config.base import NeckkitConfig
 
 
+def _without_defaults(data: dict[str, Any], info: SerializationInfo, config: Any,
+                      defaults: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without the fields of ``defaults`` when all of them hold their defaults, so a config that does not
+    use them is written as before they existed; ``context={"all_fields": True}`` keeps every field."""
+    if (info.context or {}).get("all_fields"):
+        return data
+    if all(getattr(config, name) == value for name, value in defaults.items()):
+        for name in defaults:
+            data.pop(name, None)
+    return data
+
+
 class NeckConfig(NeckkitConfig):
     """Transform-neck shape (code): Linear(latent -> width), class token, positions, LN, blocks."""
 
@@ -54,13 +66,7 @@ class NeckConfig(NeckkitConfig):
     def _omit_rate_defaults(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
         """A fixed-rate, unconditioned neck is written as before these fields existed (older readers load it);
         ``context={"all_fields": True}`` writes every field (to compare two configs)."""
-        data = handler(self)
-        if (info.context or {}).get("all_fields"):
-            return data
-        if (self.conditioning, self.levels, self.level_features) == ("none", None, 256):
-            for name in ("conditioning", "levels", "level_features"):
-                data.pop(name, None)
-        return data
+        return _without_defaults(handler(self), info, self, {"conditioning": "none", "levels": None, "level_features": 256})
 
 
 class LossPhase(NeckkitConfig):
@@ -148,13 +154,8 @@ class DataConfig(NeckkitConfig):
     def _omit_bucket_defaults(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
         """The default buckets are written as before these fields existed (square encoders never read them);
         ``context={"all_fields": True}`` writes every field (to compare two configs)."""
-        data = handler(self)
-        if (info.context or {}).get("all_fields"):
-            return data
-        if (self.bucket_ratios, self.bucket_multiple) == (BUCKET_RATIOS, BUCKET_MULTIPLE):
-            for name in ("bucket_ratios", "bucket_multiple"):
-                data.pop(name, None)
-        return data
+        return _without_defaults(handler(self), info, self, {"bucket_ratios": BUCKET_RATIOS,
+                                                             "bucket_multiple": BUCKET_MULTIPLE})
 
 
 class ScenarioConfig(NeckkitConfig):

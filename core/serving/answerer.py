@@ -403,12 +403,13 @@ class Answerer:
     def _neck_tokens(self, y_hat: Tensor, levels: list[int | float | None], grid: Grid | None = None) -> Tensor:
         """[B, T, width] entering block ``entry_layer``; each file's own level goes to the neck (one batch)."""
         assert self.neck is not None
+        native = {"grid": grid} if grid is not None else {}  # a native-resolution encoder's token grid
         if all(level is None for level in levels):
-            return self.neck(y_hat, grid=grid)
+            return self.neck(y_hat, **native)
         if any(level is None for level in levels):  # decode_latent gives every file of one codec a level or none
             raise NeckkitError("one batch mixes files with and without a rate level")
         level = torch.tensor([float(value) for value in levels], device=y_hat.device)  # [B]
-        return self.neck(y_hat, level=level, grid=grid)
+        return self.neck(y_hat, level=level, **native)
 
     def _result(self, member: Prepared, answers: list[str], neck_seconds: float | None, mllm_seconds: float,
                 batch_size: int) -> AskResult:

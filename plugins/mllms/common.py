@@ -1,4 +1,5 @@
-"""What the MLLM plugins share: pairing prompts with a batch of images, and ``generate``'s settings."""
+"""What the MLLM plugins share: pairing prompts with a batch of images, ``generate``'s settings, and how
+errors about a ``save_pretrained`` folder read."""
 
 from __future__ import annotations
 
@@ -7,9 +8,25 @@ from typing import Any
 
 from torch import Tensor
 
-from neckkit.plugin_api import NeckkitError
+from neckkit.plugin_api import NeckkitError, Wording
 
 GENERATION_OPTIONS = ("max_new_tokens", "do_sample", "temperature", "top_p", "num_beams")
+
+
+def saved_model_wording(name: str, hub_id: str) -> Wording:
+    """How errors about an MLLM's weights read when they are a hub id or a folder ``save_pretrained`` wrote for
+    the model and its processor, with ``random_init`` as the fallback (see ``neckkit.loading.hub.WeightsSource``)."""
+    return Wording(
+        name=name,
+        hub_id=hub_id,
+        folder="save_pretrained wrote (model and processor)",
+        folder_hint=(
+            "The folder must hold what save_pretrained writes for the model and its processor; "
+            "pass another with --mllm-weights, or use --mllm-opt random_init=true"
+        ),
+        flag="--mllm-weights",
+        fallback="--mllm-opt random_init=true",
+    )
 
 
 def pair_prompts(prompt: str | Sequence[str], images: int) -> list[str]:

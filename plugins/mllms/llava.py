@@ -33,13 +33,18 @@ from neckkit.plugin_api import (
     NeckkitError,
     VisualEncoder,
     WeightsSource,
-    Wording,
     byte_level_tokenizer,
     hub_offline,
     random_weights,
 )
 from neckkit.plugins.encoders.clip import HFClipEncoder
-from neckkit.plugins.mllms.common import GENERATION_OPTIONS, generation_settings, pair_prompts, repeat_batch
+from neckkit.plugins.mllms.common import (
+    GENERATION_OPTIONS,
+    generation_settings,
+    pair_prompts,
+    repeat_batch,
+    saved_model_wording,
+)
 from neckkit.plugins.mllms.tokenizer import IMAGE_TOKEN
 
 HUB_ID = "llava-hf/llava-1.5-7b-hf"
@@ -223,17 +228,7 @@ def _device(device_map: Any) -> torch.device:
 
 
 # How errors about LLaVA weights read (see neckkit.loading.hub.WeightsSource).
-WORDING = Wording(
-    name="LLaVA weights",
-    hub_id=HUB_ID,
-    folder="save_pretrained wrote (model and processor)",
-    folder_hint=(
-        "The folder must hold what save_pretrained writes for the model and its processor; "
-        "pass another with --mllm-weights, or use --mllm-opt random_init=true"
-    ),
-    flag="--mllm-weights",
-    fallback="--mllm-opt random_init=true",
-)
+WORDING = saved_model_wording("LLaVA weights", HUB_ID)
 
 
 def load_llava(weights: str, dtype: str | torch.dtype | None = None, device_map: Any = None) -> tuple[Any, Any]:

@@ -106,7 +106,13 @@ from neckkit.plugins.encoders.qwen_vl import (
     QwenVisionOutput,
     choose_size,
 )
-from neckkit.plugins.mllms.common import GENERATION_OPTIONS, generation_settings, pair_prompts, repeat_batch
+from neckkit.plugins.mllms.common import (
+    GENERATION_OPTIONS,
+    generation_settings,
+    pair_prompts,
+    repeat_batch,
+    saved_model_wording,
+)
 
 DEFAULT_MAX_NEW_TOKENS = 64
 # Qwen's special tokens in the order of its vocabulary (<|endoftext|> is 151643 there).
@@ -191,17 +197,7 @@ class QwenFamily:
 
     @property
     def wording(self) -> Wording:
-        return Wording(
-            name=f"{self.family} weights",
-            hub_id=next(iter(self.hub_ids.values())),
-            folder="save_pretrained wrote (model and processor)",
-            folder_hint=(
-                "The folder must hold what save_pretrained writes for the model and its processor; "
-                "pass another with --mllm-weights, or use --mllm-opt random_init=true"
-            ),
-            flag="--mllm-weights",
-            fallback="--mllm-opt random_init=true",
-        )
+        return saved_model_wording(f"{self.family} weights", next(iter(self.hub_ids.values())))
 
     def classes(self) -> tuple[Any, Any, Any, Any, Any]:
         """transformers' (config, text config, model, processor, video processor) classes of the family."""
