@@ -11,8 +11,8 @@ import json
 
 import pytest
 import torch
-from tests.conftest import cli_workspace, invoke
 
+from conftest import cli_workspace, invoke
 from neckkit.bitstream import read_nk
 from neckkit.bitstream.coding import compress_image
 from neckkit.bitstream.images import load_image
