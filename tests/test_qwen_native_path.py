@@ -90,6 +90,16 @@ def test_batched_answers_equal_one_at_a_time_for_mixed_sizes(qwen, answerer) -> 
     assert [result.batch_size for result in batched] == [1, 2, 1, 1, 2]
 
 
+def test_images_compressed_by_concurrent_requests_all_decode(qwen, answerer) -> None:
+    """Images in one batch are compressed in the answerer's threads: with ELIC, two CompressAI encodes at once
+    hung or wrote streams that failed to decode about once in 60 batches, so the answerer compresses one at a time."""
+    *_, images = qwen
+    requests = [AskRequest(images[size], ["Hi"], {"max_new_tokens": 1}) for size in SIZES] * 2
+    for _ in range(8):
+        results = answerer.answer_batch(requests, return_errors=True)
+        assert all(hasattr(result, "answers") for result in results), results
+
+
 def test_the_neck_path_and_the_baseline_see_the_whole_image_at_the_same_grid(answerer, qwen) -> None:
     """qwen3-vl-vit: the view is the whole image, its latent cells are the patch grid, and the baseline's pixels
     have the same grid (no crop, no resampling on either path)."""

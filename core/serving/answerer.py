@@ -8,9 +8,10 @@ request as it arrives (reading and entropy decoding), :meth:`Answerer.answer_pre
 neck and the MLLM), so decoding the next requests overlaps the model call of the current batch.
 
 Thread-safety: after :meth:`Answerer.load` returns, :meth:`~Answerer.answer` and
-:meth:`~Answerer.answer_batch` may be called from any number of threads at once. Reading,
-compressing and entropy decoding run concurrently (a batch's requests in the answerer's thread
-pool); the neck and MLLM calls are serialised by one lock, since one forward pass at a time uses
+:meth:`~Answerer.answer_batch` may be called from any number of threads at once. Reading and
+entropy decoding run concurrently (a batch's requests in the answerer's thread pool); compressing
+an image takes one lock (CompressAI's ``compress`` is not thread-safe); the neck and MLLM calls are
+serialised by another, since one forward pass at a time uses
 the accelerator best and ``generate`` is not documented as re-entrant. :meth:`~Answerer.close`
 must not overlap other calls.
 
@@ -111,6 +112,9 @@ class Answerer:
         self._device = next(neck.parameters()).device if neck is not None else torch.device("cpu")
         self._pool = ThreadPoolExecutor(max_workers=max(1, decode_threads), thread_name_prefix="neckkit-decode")
         self._model_lock = threading.Lock()
+        # CompressAI's compress is not thread-safe: two threads coding at once in one model hung in its rANS
+        # encoder or wrote streams that do not decode (seen with ELIC). Images are compressed one at a time.
+        self._compress_lock = threading.Lock()
         # Codecs build their entropy-coder tables lazily on the first decode: let one thread do it.
         self._first_decode = threading.Lock()
         self._decoded_once = False
@@ -310,7 +314,7 @@ class Answerer:
         else:
             image = self._read_image(source, shown, watch)
             assert self.checkpoint is not None  # a codec comes with its neck's checkpoint
-            with watch.stage("compress"):  # the image as it is, like `neckkit compress` (neck.regions)
+            with watch.stage("compress"), self._compress_lock:  # the image as it is, like `neckkit compress`
                 nk = compress_image(self.codec, image, name=self.codec_name or "", fingerprint=self.codec_fingerprint,
                                     options=self.checkpoint.meta.codec.options, level=request.level)
             compressed_here = True
