@@ -76,7 +76,7 @@ import contextlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import torch
 from torch import Tensor
@@ -511,6 +511,11 @@ class _QwenMLLM(MLLM):
         tower = self.qwen.tower_class(model.model.visual, spec, entry_layer, image_size=image_size)
         object.__setattr__(self, "_visual", tower)
 
+    @classmethod
+    def tiny(cls, seed: int = 0, entry_layer: int = 2) -> Self:
+        """The family's tiny model (:func:`build_tiny_qwen3_vl`, :func:`build_tiny_qwen25_vl`)."""
+        return cls(*build_random(cls.qwen, None, seed), entry_layer=entry_layer, image_size=cls.qwen.tiny_image_size)
+
     @property
     def visual_encoder(self) -> VisualEncoder:
         return self._visual
@@ -642,11 +647,6 @@ class Qwen3VLMLLM(_QwenMLLM):
     qwen = QWEN3_VL
     encoder = QWEN3_VL.encoder
 
-    @classmethod
-    def tiny(cls, seed: int = 0, entry_layer: int = 2) -> Qwen3VLMLLM:
-        """The tiny model of :func:`build_tiny_qwen3_vl`."""
-        return cls(*build_tiny_qwen3_vl(seed), entry_layer=entry_layer, image_size=QWEN3_VL_TINY_IMAGE_SIZE)
-
     @property
     def visual(self) -> Qwen3VLTower:
         return self._visual
@@ -667,11 +667,6 @@ class Qwen25VLMLLM(_QwenMLLM):
 
     qwen = QWEN25_VL
     encoder = QWEN25_VL.encoder
-
-    @classmethod
-    def tiny(cls, seed: int = 0, entry_layer: int = 2) -> Qwen25VLMLLM:
-        """The tiny model of :func:`build_tiny_qwen25_vl`."""
-        return cls(*build_tiny_qwen25_vl(seed), entry_layer=entry_layer, image_size=QWEN25_VL_TINY_IMAGE_SIZE)
 
     @property
     def visual(self) -> Qwen25VLTower:
